@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from .paths import repo_root
+from .paths import atomic_write_bytes, repo_root
 from .profiles import PROFILES
 
 SCORECARD = "99_scorecard"
@@ -97,6 +97,22 @@ def run_one(nb: Path, parameters: dict, profile: str) -> tuple[bool, str]:
     return True, f"{time.time() - t0:.0f} s, {len(moved)} outputs"
 
 
+README_START, README_END = "<!-- scorecard:start -->", "<!-- scorecard:end -->"
+
+
+def update_readme(table: str) -> None:
+    """Replace the scorecard table between the README's markers (full profile only)."""
+    readme = repo_root() / "README.md"
+    text = readme.read_text() if readme.exists() else ""
+    if README_START not in text or README_END not in text:
+        return
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    new = f"{head}{README_START}\n{table.strip()}\n{README_END}{tail}"
+    if new != text:
+        atomic_write_bytes(readme, new.encode())
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="*", help="notebook names (default: all)")
@@ -143,6 +159,8 @@ def main(argv=None) -> int:
     card = publish_root(profile) / "results" / "scorecard.md"
     if card.exists():
         print("\n" + card.read_text())
+        if profile == "full":
+            update_readme(card.read_text())
     if failed:
         print(f"{len(failed)} notebook(s) failed:", file=sys.stderr)
         for name, msg in failed:

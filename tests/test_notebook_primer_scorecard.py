@@ -1,0 +1,41 @@
+"""The primer and the scorecard notebooks, executed in the quick profile."""
+import json
+
+import pytest
+
+from attnlib.scorecard import PAPERS
+
+
+@pytest.mark.notebook
+def test_primer_records_checked_decode_intensity(run_notebook):
+    results, figures = run_notebook("00_primer")
+    values = {v["name"]: v for v in results["values"]}
+    intensity = values["decode_step_intensity"]
+    n, b = intensity["params"]["context"], intensity["params"]["bytes_per_element"]
+    assert intensity["value"] == pytest.approx(2 * n / (b * (n + 1)))
+    assert intensity["basis"] == "modelled"
+    assert values["decode_utilisation_edge"]["value"] < 0.1  # memory-bound: far below peak
+    assert {"primer_roofline", "primer_work_traffic"} <= set(figures)
+    assert all(p.stat().st_size > 10_000 for p in figures.values())
+
+
+@pytest.mark.notebook
+def test_scorecard_shows_missing_papers_as_not_run_yet(run_notebook, tmp_path):
+    # one fake paper result in the staged results folder; every other paper must be "not run yet"
+    stage_results = tmp_path / "stage" / "results"
+    stage_results.mkdir(parents=True)
+    fake = {"notebook": "03_flat", "paper": "FLAT", "profile": "quick", "values": [], "claims": [
+        {"claim_id": "edge_speedup", "description": "edge speedup", "paper_value": 1.94, "reproduced": 1.0,
+         "unit": "x", "kind": "ratio", "basis": "modelled", "params": {}, "note": "", "status": "partially reproduced"}]}
+    (stage_results / "03_flat.json").write_text(json.dumps(fake))
+    _, figures = run_notebook("99_scorecard")
+    table = (stage_results / "scorecard.md").read_text()
+    lines = [l for l in table.splitlines() if l.startswith("| ") and not l.startswith("| paper")]
+    by_paper = {}
+    for line in lines:
+        by_paper.setdefault(line.split("|")[1].strip(), []).append(line)
+    assert set(by_paper) == set(PAPERS)
+    assert "partially reproduced" in by_paper["FLAT"][0]
+    for paper in set(PAPERS) - {"FLAT"}:
+        assert all("not run yet" in l for l in by_paper[paper])
+    assert "scorecard" in figures
