@@ -107,6 +107,9 @@ def figure(rows: list[Row]):
             if r.kind in kinds:
                 ax.barh(yi, _deviation(r), color=STATUS_COLORS[r.status], height=0.6)
         ax.set_title(title, fontsize=9)
+        lo, hi = ax.get_xlim()
+        span = max(abs(lo), abs(hi), 4 * abs(bands[1]))
+        ax.set_xlim(-span, span)
     axes[0].set_yticks(y, labels, fontsize=7)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in STATUS_COLORS.values()]
     axes[1].legend(handles, list(STATUS_COLORS), loc="lower right", fontsize=7)
