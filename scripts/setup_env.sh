@@ -14,12 +14,21 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     exit 0
 fi
 echo "[setup] creating the virtual environment in .venv (first use; a few minutes)" >&2
-python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --upgrade pip >&2
+log="$(mktemp)"
+step() {  # run quietly; on failure show the log's tail and stop
+    if ! "$@" >>"$log" 2>&1; then
+        echo "[setup] FAILED: $*" >&2
+        tail -n 40 "$log" >&2
+        exit 1
+    fi
+}
+step python3 -m venv "$venv"
+step "$venv/bin/python" -m pip install --upgrade pip
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
-"$venv/bin/python" -m pip install --quiet "torch==2.13.0" >&2
-"$venv/bin/python" -m pip install --quiet -e "$root" >&2
-"$venv/bin/python" -m pip install --quiet --no-deps "${nodeps[@]}" >&2
-"$venv/bin/python" -m ipykernel install --prefix "$venv" --name attnlib --display-name "attnlib (.venv)" >&2
+step "$venv/bin/python" -m pip install "torch==2.13.0"
+step "$venv/bin/python" -m pip install -e "$root"
+step "$venv/bin/python" -m pip install --no-deps "${nodeps[@]}"
+step "$venv/bin/python" -m ipykernel install --prefix "$venv" --name attnlib --display-name "attnlib (.venv)"
+rm -f "$log"
 echo "$want" > "$stamp"
 echo "[setup] done" >&2

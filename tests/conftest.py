@@ -7,7 +7,6 @@ figures/ and results/. It returns the recorded results JSON and the figure paths
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .compute import ComputeArray, VectorUnit
-from .energy import energy_pj, mac_energy_pj
+from .energy import energy_pj, mac_energy_pj, sram_energy_pj_per_bit
 from .memory import MemoryLevel, dram, sram
 from .roofline import roofline
 
@@ -58,20 +58,27 @@ class Accelerator:
 
 
 def make_accelerator(name: str, *, pes: int, clock_hz: float, bits: int, buffer_bytes: float,
-                     dram_bandwidth: float, node_nm: float = 45, dram_kind: str = "dram_ddr",
+                     dram_bandwidth: float, node_nm: float = 45, alpha: float = 1.0, dram_kind: str = "dram_ddr",
+                     dram_pj_per_bit: float | None = None, sram_scale: float = 1.0,
                      vector_lanes: int | None = None, sources: dict | None = None) -> Accelerator:
-    """Build an accelerator whose energies all come from the shared energy table at ``node_nm``.
+    """Build an accelerator whose energies all come from the shared energy table at ``node_nm``
+    (node-scaling exponent ``alpha``). ``dram_pj_per_bit`` overrides the DRAM table entry
+    ``dram_kind``; ``sram_scale`` multiplies the interpolated SRAM energy (both for sensitivity sweeps).
 
     The on-chip buffer is assumed to feed the array at one operand per PE per cycle (ASSUMPTION: the
     buffer is never the bottleneck); the vector unit has sqrt(PEs) lanes unless given (ASSUMPTION).
     """
     if buffer_bytes <= 0:
         raise ValueError(f"{name}: on-chip buffer must be positive, got {buffer_bytes} bytes")
+    if sram_scale <= 0:
+        raise ValueError(f"{name}: sram_scale must be positive, got {sram_scale}")
     lanes = vector_lanes or max(1, int(round(pes ** 0.5)))
-    compute = ComputeArray(pes, clock_hz, bits, mac_energy_pj(bits, node_nm, floating=(bits == 32)))
-    vector = VectorUnit(lanes, clock_hz, energy_pj("fp32_exp", node_nm))
-    buf = sram(buffer_bytes, pes * bits / 8 * clock_hz, node_nm=node_nm)
-    return Accelerator(name, node_nm, compute, vector, buf, dram(dram_bandwidth, kind=dram_kind), dict(sources or {}))
+    compute = ComputeArray(pes, clock_hz, bits, mac_energy_pj(bits, node_nm, floating=(bits == 32), alpha=alpha))
+    vector = VectorUnit(lanes, clock_hz, energy_pj("fp32_exp", node_nm, alpha=alpha))
+    sram_pj = sram_energy_pj_per_bit(buffer_bytes, node_nm, alpha=alpha) * sram_scale
+    buf = sram(buffer_bytes, pes * bits / 8 * clock_hz, pj_per_bit=sram_pj)
+    off_chip = dram(dram_bandwidth, kind=dram_kind, pj_per_bit=dram_pj_per_bit)
+    return Accelerator(name, node_nm, compute, vector, buf, off_chip, dict(sources or {}))
 
 
 _FLAT_SRC = ("FLAT (ASPLOS'23) platforms as modelled in the FuseMax MICRO'24 artifact "
