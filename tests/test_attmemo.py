@@ -1,0 +1,267 @@
+"""Unit tests of attnlib.attmemo: the memory-mapped store, the embedding/index, the engine."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from attnlib import attmemo
+from attnlib.attention import attention_torch
+
+
+# ----------------------------------------------------------------------------- store
+def _arrays(rng):
+    return [("a", rng.standard_normal((3, 5, 5)).astype(np.float32)),
+            ("b", np.arange(7, dtype=np.int64)),
+            ("c", rng.standard_normal((2, 9)).astype(np.float32))]
+
+
+def test_store_roundtrip_is_a_view(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = _arrays(rng)
+    store = attmemo.MemmapStore.write(tmp_path / "db", iter(arrays), {"key": "x"})
+    store = attmemo.MemmapStore.open(tmp_path / "db", meta={"key": "x"})
+    for name, arr in arrays:
+        got = store[name]
+        np.testing.assert_array_equal(got, arr)
+        assert np.shares_memory(got, store.mapping), "a lookup must be a view of the memory map, not a copy"
+        assert not got.flags.writeable
+        assert got.ctypes.data % attmemo.ALIGN == 0
+    header = json.loads((tmp_path / "db.json").read_text())
+    assert header["format"] == attmemo.FORMAT and header["version"] == attmemo.VERSION
+    assert len(header["sha256"]) == 64
+
+
+def test_store_detects_corruption_mismatch_and_rebuilds(tmp_path):
+    rng = np.random.default_rng(1)
+    arrays = _arrays(rng)
+    path = tmp_path / "db"
+    attmemo.MemmapStore.write(path, iter(arrays), {"key": "x"})
+    # meta (input key) mismatch
+    with pytest.raises(attmemo.StoreError, match="other inputs"):
+        attmemo.MemmapStore.open(path, meta={"key": "y"})
+    # flip one byte of the data: checksum mismatch
+    raw = bytearray((tmp_path / "db.bin").read_bytes())
+    raw[10] ^= 0xFF
+    (tmp_path / "db.bin").write_bytes(bytes(raw))
+    with pytest.raises(attmemo.StoreError, match="checksum"):
+        attmemo.MemmapStore.open(path, meta={"key": "x"})
+    # open_or_build rebuilds it, with a message
+    messages = []
+    store, rebuilt = attmemo.open_or_build(path, {"key": "x"}, lambda: iter(arrays), log=messages.append)
+    assert rebuilt and messages and "rebuilding" in messages[0]
+    np.testing.assert_array_equal(store["a"], arrays[0][1])
+    store2, rebuilt2 = attmemo.open_or_build(path, {"key": "x"}, lambda: iter(arrays), log=messages.append)
+    assert not rebuilt2
+    # truncated file, wrong version, garbage header
+    (tmp_path / "db.bin").write_bytes((tmp_path / "db.bin").read_bytes()[:-8])
+    with pytest.raises(attmemo.StoreError, match="bytes"):
+        attmemo.MemmapStore.open(path)
+    attmemo.MemmapStore.write(path, iter(arrays), {"key": "x"})
+    h = json.loads((tmp_path / "db.json").read_text())
+    h["version"] = attmemo.VERSION + 1
+    (tmp_path / "db.json").write_text(json.dumps(h))
+    with pytest.raises(attmemo.StoreError, match="version"):
+        attmemo.MemmapStore.open(path)
+    (tmp_path / "db.json").write_text("not json{")
+    with pytest.raises(attmemo.StoreError, match="JSON"):
+        attmemo.MemmapStore.open(path)
+
+
+def test_store_refuses_object_arrays(tmp_path):
+    with pytest.raises(ValueError, match="not storable"):
+        attmemo.MemmapStore.write(tmp_path / "db", iter([("o", np.array([{}], dtype=object))]), {})
+
+
+# ----------------------------------------------------------------------------- masks, embedding
+def test_valid_lengths():
+    T = 6
+    lengths = [6, 3]
+    m = torch.zeros(2, 1, 1, T)
+    m[1, ..., 3:] = torch.finfo(torch.float32).min
+    assert attmemo.valid_lengths(m, 2, T) == lengths
+    assert attmemo.valid_lengths(None, 2, T) == [6, 6]
+    causal = torch.triu(torch.full((T, T), -float("inf")), 1)[None, None]
+    assert attmemo.valid_lengths(causal, 1, T) is None
+
+
+def test_chunk_embedder_similarity_tracks_input_similarity():
+    torch.manual_seed(0)
+    H, T, d = 4, 40, 8
+    emb = attmemo.ChunkEmbedder(H, d, n_chunks=4, dim=64, seed=0)
+    pop = torch.randn(20, H, T, d)
+    emb.fit(0, emb.raw(pop, [T] * 20).numpy())
+    q = torch.randn(1, H, T, d)
+    near = q + 0.01 * torch.randn_like(q)
+    far = torch.randn(1, H, T, d)
+    e = emb.embed(0, torch.cat([q, near, far]), [T] * 3)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-5)
+    assert e[0] @ e[1] > 0.99
+    assert e[0] @ e[2] < 0.6
+    # a permutation of the tokens changes the positional summary
+    perm = q[:, :, torch.randperm(T)]
+    assert e[0] @ emb.embed(0, perm, [T])[0] < 0.9
+
+
+# ----------------------------------------------------------------------------- database + engine
+def _fake_captures(qs, ks, scale, lengths):
+    def gen():
+        for q, k, L in zip(qs, ks, lengths):
+            p = torch.softmax(q[:, :L] @ k[:, :L].transpose(-1, -2) * scale, -1)
+            yield L, {0: (q, p.numpy()), 1: (q * 2, p.numpy())}
+    return gen
+
+
+def test_engine_hit_reuses_stored_probs_miss_is_exact(tmp_path):
+    torch.manual_seed(1)
+    H, T, d, N = 2, 12, 8, 6
+    scale = d ** -0.5
+    qs = [torch.randn(H, T, d) for _ in range(N)]
+    ks = [torch.randn(H, T, d) for _ in range(N)]
+    lengths = [T] * N
+    meta = dict(key="fake", n_entries=N)
+    db, rebuilt = attmemo.build_database(tmp_path / "db", meta, _fake_captures(qs, ks, scale, lengths),
+                                         prob_layers=[0], key_layers=[0, 1], n_heads=H, d_head=d,
+                                         n_chunks=3, dim=16, log=lambda m: None)
+    assert rebuilt and db.n_entries == N and not db.has_probs(1)
+    eng = attmemo.MemoEngine(db, memo_layers=[0, 1], threshold=0.99)
+    assert eng.memo_layers == {0}  # layer 1 has no stored probabilities
+    # a near-duplicate of entry 2 (same q, different k): a hit returns stored_probs @ v
+    v = torch.randn(1, H, T, d)
+    k_new = torch.randn(1, H, T, d)
+    out = eng(qs[2][None], k_new, v, None, scale, 0)
+    stored = torch.softmax(qs[2] @ ks[2].transpose(-1, -2) * scale, -1)
+    torch.testing.assert_close(out[0], stored @ v[0], rtol=1e-5, atol=1e-6)
+    assert eng.hits[0] == 1
+    # a fresh input: a miss, exact attention
+    q_new = torch.randn(1, H, T, d)
+    out = eng(q_new, k_new, v, None, scale, 0)
+    torch.testing.assert_close(out, attention_torch(q_new, k_new, v, scale=scale), rtol=1e-5, atol=1e-6)
+    assert eng.hits[0] == 1 and eng.lookups[0] == 2
+    # a non-memoised layer is always exact
+    out = eng(qs[2][None], k_new, v, None, scale, 3)
+    torch.testing.assert_close(out, attention_torch(qs[2][None], k_new, v, scale=scale), rtol=1e-5, atol=1e-6)
+
+
+def test_engine_batch_with_padding_and_length_check(tmp_path):
+    torch.manual_seed(2)
+    H, T, d = 2, 10, 4
+    scale = 0.5
+    qs = [torch.randn(H, T, d) for _ in range(3)]
+    ks = [torch.randn(H, T, d) for _ in range(3)]
+    lengths = [10, 7, 7]
+    db, _ = attmemo.build_database(tmp_path / "db", dict(key="pad", n_entries=3),
+                                   _fake_captures(qs, ks, scale, lengths), prob_layers=[0], key_layers=[0],
+                                   n_heads=H, d_head=d, n_chunks=2, dim=16, log=lambda m: None)
+    eng = attmemo.MemoEngine(db, [0], threshold=0.999)
+    # batch: row 0 = entry 1 (length 7, padded to 10) -> hit; row 1 = fresh full-length -> miss
+    q = torch.stack([qs[1], torch.randn(H, T, d)])
+    k = torch.randn(2, H, T, d)
+    v = torch.randn(2, H, T, d)
+    mask = torch.zeros(2, 1, 1, T)
+    mask[0, ..., 7:] = torch.finfo(torch.float32).min
+    out = eng(q, k, v, mask, scale, 0)
+    p1 = torch.softmax(qs[1][:, :7] @ ks[1][:, :7].transpose(-1, -2) * scale, -1)
+    torch.testing.assert_close(out[0, :, :7], p1 @ v[0, :, :7], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[1], attention_torch(q[1:], k[1:], v[1:], scale=scale)[0], rtol=1e-5, atol=1e-6)
+    assert eng.hits[0] == 1 and eng.lookups[0] == 2
+    # same embedding but a different valid length cannot hit (the stored matrix has another shape)
+    assert db.search(0, db.embedder.embed(0, qs[1][None], [7])[0], 9) == (-np.inf, -1)
+
+
+def test_decide_layers_and_reduction_stats():
+    costs = {0: dict(recompute=10.0, fetch=0.5, reuse_pv=1.5, lookup=1.0),
+             1: dict(recompute=10.0, fetch=0.5, reuse_pv=1.5, lookup=1.0)}
+    dec = attmemo.decide_layers(costs, {0: 0.5, 1: 0.1})
+    assert dec[0]["memoise"] and dec[0]["expected_saving"] == pytest.approx(0.5 * 8 - 1)
+    assert not dec[1]["memoise"]  # 0.1 * 8 - 1 < 0
+    base = np.array([[1.0, 1.0], [2.0, 2.0]])
+    memo = np.array([[0.5, 0.5], [1.5, 1.5]])
+    st = attmemo.reduction_stats(base, memo)
+    np.testing.assert_allclose(st["per_rep"], [50.0, 25.0])
+    assert st["q1"] <= st["median"] <= st["q3"]
+
+
+def test_interleaved_latency_alternates_order():
+    calls = []
+    fns = {"a": lambda x: calls.append(("a", x)), "b": lambda x: calls.append(("b", x))}
+    out = attmemo.interleaved_latency(fns, [0, 1], reps=2, warmup=0)
+    assert out["a"].shape == (2, 2) and set(out) == {"a", "b", "a@cpu", "b@cpu"}
+    assert np.all(out["a"] >= 0) and np.all(out["b@cpu"] >= 0)
+    assert [c[0] for c in calls] == ["a", "b", "b", "a", "b", "a", "a", "b"]
+
+
+def test_edit_text_is_small():
+    rng = np.random.default_rng(0)
+    text = " ".join(f"w{i}" for i in range(50))
+    edited = attmemo.edit_text(text, 2, rng)
+    assert edited != text
+    a, b = text.split(), edited.split()
+    assert abs(len(a) - len(b)) <= 2
+    assert sum(x != y for x, y in zip(a, b)) <= 50
+
+
+def test_batched_raw_embedding_equals_per_row():
+    torch.manual_seed(3)
+    emb = attmemo.ChunkEmbedder(3, 4, n_chunks=5, dim=8)
+    q = torch.randn(2, 3, 17, 4)
+    fast = emb.raw(q, [17, 17])
+    slow = torch.stack([emb.raw(q[b:b + 1], [16])[0] for b in range(2)])  # other length -> per-row path
+    assert not torch.allclose(fast, slow)
+    per_row = torch.cat([emb.raw(torch.cat([q[b:b + 1], q[b:b + 1, :, :16].new_zeros(1, 3, 17, 4)]), [17, 16])[:1]
+                         for b in range(2)])
+    torch.testing.assert_close(fast, per_row)
+    # chunk means by hand for row 0
+    bounds = np.linspace(0, 17, 6).round().astype(int)
+    hand = torch.stack([q[0, :, a:b].mean(1) for a, b in zip(bounds[:-1], bounds[1:])])  # (C, H, d)
+    torch.testing.assert_close(fast[0], hand.reshape(-1))
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    models = pytest.importorskip("attnlib.models")
+    try:
+        return models.load_encoder()
+    except models.ModelFilesMissing as exc:
+        pytest.skip(str(exc))
+
+
+def test_engine_in_the_real_model(encoder, tmp_path):
+    """Real MiniLM: stored inputs re-queried hit in every layer and reproduce the exact hidden states
+    (their stored probabilities ARE the exact ones); an unrelated input misses and is exact too."""
+    from attnlib import models
+
+    rm = encoder
+    stored = ["the cat sat on the mat and looked at the birds in the garden for a long time",
+              "stock markets fell sharply on monday as investors worried about rising interest rates"]
+    fresh = "my grandmother used to bake bread every sunday morning before church"
+    db, _ = attmemo.build_database(tmp_path / "db", dict(key=attmemo.input_key(stored), n_entries=2),
+                                   attmemo.capture_rows(rm, stored, 32), prob_layers=range(rm.n_layers),
+                                   key_layers=range(rm.n_layers), n_heads=rm.n_heads, d_head=rm.d_head,
+                                   log=lambda m: None)
+    eng = attmemo.MemoEngine(db, range(rm.n_layers), threshold=0.999)
+    batch = models.encode(rm, stored, 32)  # padded batch of two different lengths
+    exact = models.logits(rm, batch)
+    memo = models.logits(rm, batch, attn_fn=eng)
+    assert eng.hit_rate() == 1.0 and sum(eng.lookups.values()) == 2 * rm.n_layers
+    valid = batch["attention_mask"].bool()
+    torch.testing.assert_close(memo[valid], exact[valid], rtol=1e-4, atol=1e-4)
+    eng.reset()
+    b2 = models.encode(rm, [fresh], 32)
+    torch.testing.assert_close(models.logits(rm, b2, attn_fn=eng), models.logits(rm, b2), rtol=1e-4, atol=1e-4)
+    assert eng.hit_rate() == 0.0
+    # measured per-layer costs are positive and the decision follows the model
+    cap = models.capture(rm, models.encode(rm, [stored[0]], 32))[0]
+    c = attmemo.measure_layer_costs(db, 0, cap.q, cap.k, cap.v, cap.mask, cap.scale, reps=3)
+    assert all(c[k] > 0 for k in ("recompute", "embed", "search", "reuse_pv"))
+    assert attmemo.decide_layers({0: c}, {0: 0.0})[0]["memoise"] is False  # never hits: lookup is pure cost
+
+
+def test_opening_a_database_keeps_torch_threads(tmp_path):
+    before = torch.get_num_threads()
+    qs = [torch.randn(2, 6, 4) for _ in range(2)]
+    attmemo.build_database(tmp_path / "db", dict(key="t", n_entries=2), _fake_captures(qs, qs, 0.5, [6, 6]),
+                           prob_layers=[0], key_layers=[0], n_heads=2, d_head=4, n_chunks=2, dim=8, log=lambda m: None)
+    assert torch.get_num_threads() == before
