@@ -1,0 +1,47 @@
+"""Run notebooks/01_a3.ipynb in the quick profile and check what it records and draws."""
+import math
+
+import pytest
+
+from attnlib.claims import STATUSES, status
+
+CLAIMS = {
+    "a3_throughput_speedup_conservative": ("ratio", "modelled"),
+    "a3_throughput_speedup_aggressive": ("ratio", "modelled"),
+    "a3_latency_speedup_conservative": ("ratio", "modelled"),
+    "a3_latency_speedup_aggressive": ("ratio", "modelled"),
+    "a3_energy_efficiency_vs_cpu": ("ratio", "modelled"),
+    "a3_accuracy_loss_conservative": ("accuracy", "algorithmic"),
+    "a3_accuracy_loss_aggressive": ("accuracy", "algorithmic"),
+}
+FIGURES = ("a3_candidates_recall", "a3_throughput_latency", "a3_energy_efficiency", "a3_modules", "a3_accuracy",
+           "a3_sensitivity")
+
+
+@pytest.mark.notebook
+def test_a3_notebook_quick(run_notebook):
+    results, figures = run_notebook("01_a3")
+    assert results is not None, "the notebook did not save its results"
+    assert results["paper"] == "A3" and results["profile"] == "quick"
+    claims = {c["claim_id"]: c for c in results["claims"]}
+    assert set(CLAIMS) <= set(claims)
+    for cid, (kind, basis) in CLAIMS.items():
+        c = claims[cid]
+        assert c["kind"] == kind and c["basis"] == basis, cid
+        assert c["reproduced"] is not None and math.isfinite(c["reproduced"]), cid
+        assert c["status"] in STATUSES and c["status"] == status(kind, c["paper_value"], c["reproduced"]), cid
+        assert c["note"], cid
+    assert claims["a3_energy_efficiency_vs_cpu"]["paper_value"] == [10000, None]
+    assert claims["a3_accuracy_loss_conservative"]["paper_value"] == [1.0, 1.6]
+    assert claims["a3_accuracy_loss_aggressive"]["paper_value"] == [8.0, 9.0]
+    # speedups and efficiency are positive; the aggressive setting is at least as fast as the conservative one
+    assert claims["a3_throughput_speedup_conservative"]["reproduced"] > 0
+    assert (claims["a3_throughput_speedup_aggressive"]["reproduced"]
+            >= claims["a3_throughput_speedup_conservative"]["reproduced"] - 1e-9)
+    assert claims["a3_energy_efficiency_vs_cpu"]["reproduced"] > 1
+    values = {v["name"]: v for v in results["values"]}
+    assert values["cpu_single_query_us"]["basis"] == "measured" and values["cpu_single_query_us"]["value"] > 0
+    assert values["cpu_batched_query_us"]["basis"] == "measured"
+    assert values["smollm2_perplexity_exact"]["value"] > 1
+    for name in FIGURES:
+        assert name in figures and figures[name].stat().st_size > 1000, name
