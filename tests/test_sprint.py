@@ -1,0 +1,298 @@
+"""Unit tests of attnlib.sprint (SPRINT in-memory pruning + recomputation) and attnlib.hw.reram."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from attnlib import sprint as sp
+from attnlib.attention import attention, attention_torch, causal_mask
+from attnlib.hw import KiB, preset
+from attnlib.hw import reram as rr
+
+
+def _qkv(B=2, H=3, T=24, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(B, H, T, d, generator=g), torch.randn(B, H, T, d, generator=g),
+            torch.randn(B, H, T, d, generator=g))
+
+
+def _additive(mask_bool):
+    return torch.where(torch.as_tensor(mask_bool), 0.0, float("-inf"))
+
+
+# ----------------------------------------------------------------------------- the property tests
+@pytest.mark.parametrize("causal", [False, True])
+def test_no_pruning_and_no_noise_equals_exact_attention(causal):
+    q, k, v = _qkv()
+    T = q.shape[-2]
+    mask = _additive(causal_mask(T))[None, None] if causal else None
+    cfg = sp.AnalogConfig(sigma_device=0.0, sigma_read=0.0)
+    fn = sp.SprintAttention(thresholds=[-math.inf], margins=0.0, cfg=cfg)
+    out = fn(q, k, v, mask, 0.25, 0)
+    ref = attention(q.numpy().astype(np.float64), k.numpy().astype(np.float64), v.numpy().astype(np.float64),
+                    causal=causal, scale=0.25)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_threshold_below_every_score_prunes_nothing_even_with_noise_free_front_end():
+    q, k, v = _qkv(seed=1)
+    cfg = sp.AnalogConfig(sigma_device=0.0, sigma_read=0.0)
+    fn = sp.SprintAttention(thresholds=[-1e9], cfg=cfg)  # a finite threshold under every score
+    keep, allowed = fn.keep_mask(q, k, None, 0.25, 0)
+    assert keep.all()
+    torch.testing.assert_close(fn(q, k, v, None, 0.25, 0), attention_torch(q, k, v, scale=0.25), rtol=1e-5, atol=1e-5)
+
+
+def test_pruned_keys_and_values_never_influence_the_output():
+    q, k, v = _qkv(seed=2)
+    k[:, :, 0] = 0.0  # a key whose score is 0 for every query: below the 0.5 threshold everywhere
+    cfg = sp.AnalogConfig(sigma_device=0.0, sigma_read=0.0)
+    keep, _ = sp.SprintAttention([0.5], cfg=cfg).keep_mask(q, k, None, 0.25, 0)
+    assert 0 < keep.float().mean() < 1, "the test needs some pruned and some kept keys"
+    out = sp.sprint_attention(q, k, v, keep, None, 0.25)
+    # key j pruned for EVERY query of a head: change its value and its key arbitrarily (keep fixed)
+    never = ~keep.any(-2)  # (B, H, Tk)
+    assert never.any()
+    v2, k2 = v.clone(), k.clone()
+    v2[never] = 1e6
+    k2[never] = -3e3
+    torch.testing.assert_close(sp.sprint_attention(q, k2, v2, keep, None, 0.25), out)
+    # a key pruned for ONE query only: changing its value leaves that query's output unchanged
+    b, h, i, j = [int(x) for x in torch.nonzero(~keep & keep.any(-2, keepdim=True))[0]]
+    v3 = v.clone()
+    v3[b, h, j] += 100.0
+    out3 = sp.sprint_attention(q, k, v3, keep, None, 0.25)
+    torch.testing.assert_close(out3[b, h, i], out[b, h, i])
+    # ...while a KEPT key's value does change it (the test can fail)
+    jk = int(torch.nonzero(keep[b, h, i])[0])
+    v4 = v.clone()
+    v4[b, h, jk] += 100.0
+    assert not torch.allclose(sp.sprint_attention(q, k, v4, keep, None, 0.25)[b, h, i], out[b, h, i])
+
+
+def test_survivor_softmax_matches_reference_attention_with_pruned_keys_masked():
+    q, k, v = _qkv(seed=3)
+    keep = torch.rand(q.shape[:-1] + (k.shape[-2],), generator=torch.Generator().manual_seed(0)) > 0.6
+    keep[..., 0] = True
+    out = sp.sprint_attention(q, k, v, keep, None, 0.3)
+    ref = attention(q.numpy(), k.numpy(), v.numpy(), mask=keep.numpy(), scale=0.3)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_causal_mask_is_respected_by_the_keep_mask():
+    q, k, v = _qkv(seed=4)
+    T = q.shape[-2]
+    mask = _additive(causal_mask(T))[None, None]
+    fn = sp.SprintAttention([-5.0], cfg=sp.AnalogConfig(sigma_device=0.1, sigma_read=0.05))
+    keep, allowed = fn.keep_mask(q, k, mask, 0.25, 0)
+    assert not (keep & ~torch.as_tensor(causal_mask(T))).any()
+    assert keep.any(-1).all()
+
+
+def test_every_row_keeps_at_least_one_key():
+    q, k, v = _qkv(seed=5)
+    fn = sp.SprintAttention([1e9], cfg=sp.AnalogConfig(sigma_device=0.0, sigma_read=0.0))
+    keep, _ = fn.keep_mask(q, k, None, 0.25, 0)
+    assert (keep.sum(-1) == 1).all()
+    # the fallback keeps the best-scoring key, which noise-free and unquantised is the exact argmax
+    fn_exact = sp.SprintAttention([1e9], cfg=sp.AnalogConfig(key_bits=None, query_bits=None,
+                                                             sigma_device=0.0, sigma_read=0.0))
+    keep, _ = fn_exact.keep_mask(q, k, None, 0.25, 0)
+    assert torch.equal(keep.float().argmax(-1), (q @ k.transpose(-1, -2)).argmax(-1))
+
+
+# ----------------------------------------------------------------------------- analog front end
+def test_quantisation_error_is_bounded_by_half_a_step():
+    x = torch.randn(4, 32, 16)
+    for bits in (2, 4, 8):
+        xq = sp.quantize_symmetric(x, bits, (-2, -1))
+        step = x.abs().amax(dim=(-2, -1), keepdim=True) / (2 ** (bits - 1) - 1)
+        assert ((xq - x).abs() <= step / 2 + 1e-6).all()
+        assert len(torch.unique(xq[0])) <= 2 ** bits - 1
+
+
+def test_analog_error_grows_with_noise_and_shrinks_with_precision():
+    q, k, _ = _qkv(B=1, H=4, T=64, d=32, seed=6)
+    exact = (q @ k.transpose(-1, -2)) * 0.2
+
+    def err(cfg):
+        return float((sp.analog_scores(q, k, 0.2, cfg, torch.Generator().manual_seed(0)) - exact).std())
+
+    e4 = err(sp.AnalogConfig(key_bits=4, query_bits=4, sigma_device=0, sigma_read=0))
+    e8 = err(sp.AnalogConfig(key_bits=8, query_bits=8, sigma_device=0, sigma_read=0))
+    assert e8 < e4 / 4
+    assert err(sp.AnalogConfig(key_bits=None, query_bits=None, sigma_device=0, sigma_read=0)) < 1e-5
+    noisy = [err(sp.AnalogConfig(sigma_device=s, sigma_read=s / 10)) for s in (0.0, 0.05, 0.2)]
+    assert noisy[0] < noisy[1] < noisy[2]
+
+
+def test_calibrated_threshold_keeps_the_target_mass_on_the_calibration_data():
+    q, k, v = _qkv(B=2, H=4, T=48, d=16, seed=7)
+    probs = torch.softmax((q @ k.transpose(-1, -2)) * 0.5, -1)
+    cap = type("Cap", (), dict(q=q, k=k, v=v, probs=probs, mask=None, scale=0.5))()
+    for target in (0.5, 0.9, 0.99):
+        thr = sp.calibrate_thresholds([cap], target)[0]
+        s = (q @ k.transpose(-1, -2)) * 0.5
+        kept_mass = float((probs * (s >= thr)).sum() / probs.sum())
+        assert kept_mass >= target - 1e-6
+        # the largest such threshold: raising it to the next score drops below the target
+        above = s[s > thr].min()
+        assert float((probs * (s >= above)).sum() / probs.sum()) < target
+    assert sp.calibrate_thresholds([cap], 1.0)[0] <= float(((q @ k.transpose(-1, -2)) * 0.5).min())
+
+
+def test_record_stats_count_survivors_and_adjacent_overlap():
+    q, k, v = _qkv(B=1, H=2, T=16, d=8, seed=8)
+    fn = sp.SprintAttention([0.3], cfg=sp.AnalogConfig(sigma_device=0, sigma_read=0), record=True)
+    fn(q, k, v, None, 0.5, 0)
+    keep, _ = sp.SprintAttention([0.3], cfg=sp.AnalogConfig(sigma_device=0, sigma_read=0)).keep_mask(q, k, None, 0.5, 0)
+    st = fn.merged_stats()[0]
+    assert np.array_equal(st.kept[0], keep[0].sum(-1).numpy())
+    i = 5
+    assert st.overlap[0, 1, i] == int((keep[0, 1, i] & keep[0, 1, i - 1]).sum())
+    assert st.overlap[0, 0, 0] == 0
+    assert np.array_equal(st.union[0], keep[0].any(-2).sum(-1).numpy())
+    assert 0 <= st.reuse_fraction <= 1 and 0 <= st.pruning_ratio <= 1
+
+
+# ----------------------------------------------------------------------------- data movement
+def test_fetch_rows_limits():
+    kept = np.array([[3, 4, 4, 2]])
+    overlap = np.array([[0, 3, 4, 2]])
+    assert sp.fetch_rows(kept, overlap, 0, reuse=True)[0] == kept.sum()
+    assert sp.fetch_rows(kept, overlap, 1e9, reuse=True)[0] == 3 + 1 + 0 + 0
+    assert sp.fetch_rows(kept, overlap, 1e9, reuse=False)[0] == kept.sum()
+    assert sp.fetch_rows(kept, overlap, 2, reuse=True)[0] == 3 + (4 - 3 * 2 / 3) + (4 - 4 * 0.5) + (2 - 2 * 0.5)
+    # a buffer that holds every key fetches each distinct survivor once; a small one at least once
+    assert sp.fetch_rows(kept, overlap, 10, union=np.array([5]), n_keys=6)[0] == 5
+    assert sp.fetch_rows(kept, overlap, 1e9, union=np.array([5]), n_keys=1e9)[0] == 5
+    assert sp.fetch_rows(kept, overlap, 2, union=np.array([5]), n_keys=6)[0] >= 5
+
+
+def _full_stats(L, H, T, causal=False):
+    allowed = np.tile(np.arange(1, T + 1) if causal else np.full(T, T), (1, H, 1)).astype(np.int32)
+    kept = allowed.copy()
+    overlap = np.concatenate([np.zeros((1, H, 1), np.int32), kept[..., :-1]], -1)
+    return [sp.RowStats(l, kept, overlap, allowed, np.ones((1, H, T), np.float32), np.ones((1, H, T), bool))
+            for l in range(L)]
+
+
+def test_sprint_without_pruning_does_the_baseline_compute_and_no_less_traffic():
+    acc = preset("flat-edge").with_buffer(16 * KiB)
+    xb = rr.CrossbarSpec().at_node(acc.node_nm)
+    for causal in (False, True):
+        base = sp.baseline_cost(acc, layers=2, heads=4, seq_len=128, d_head=64, causal=causal)
+        spr = sp.sprint_cost(acc, _full_stats(2, 4, 128, causal), heads=4, d_head=64, xbar=xb, causal=causal,
+                             reuse=False)
+        assert math.isclose(spr.macs, base.macs, rel_tol=1e-9)
+        assert spr.traffic_bytes >= base.traffic_bytes
+        assert spr.energy["in-memory thresholding"] > 0 and base.energy["in-memory thresholding"] == 0
+
+
+def test_baseline_traffic_closed_form():
+    acc = preset("flat-edge").with_buffer(16 * KiB)
+    d, bpe, T = 64, 2, 512
+    row = 2 * d * bpe
+    bq = sp.baseline_tile(16 * KiB, d, bpe)
+    assert bq == (16 * 1024 - 2 * row) // (2 * d * bpe)
+    # tile of bq rows, no room left for resident rows: every tile streams all T K/V rows
+    c = sp.baseline_cost(acc, layers=1, heads=1, seq_len=T, d_head=d, query_tile=bq)
+    passes = math.ceil(T / bq)
+    assert c.detail["resident_rows"] == 0
+    assert c.traffic_bytes == passes * T * row + T * row + 2 * T * d * bpe
+    assert c.macs == 2 * T * T * d
+    # query at a time: the rest of the buffer keeps K/V rows resident; each query streams the others
+    c1 = sp.baseline_cost(acc, layers=1, heads=1, seq_len=T, d_head=d, query_tile=1)
+    res = (16 * 1024 - 2 * row - 2 * d * bpe) // row
+    assert c1.detail["resident_rows"] == res
+    assert c1.traffic_bytes == (T + (T - 1) * (T - res)) * row + T * row + 2 * T * d * bpe
+    # the default picks the least-traffic tile
+    best = sp.baseline_cost(acc, layers=1, heads=1, seq_len=T, d_head=d)
+    assert best.traffic_bytes <= min(c.traffic_bytes, c1.traffic_bytes)
+    # a bigger buffer never increases traffic
+    assert sp.baseline_cost(acc.with_buffer(64 * KiB), layers=1, heads=1, seq_len=T, d_head=d).traffic_bytes <= best.traffic_bytes
+    # K/V of a whole head fits: fetched once
+    big = sp.baseline_cost(acc.with_buffer(1024 * KiB), layers=1, heads=1, seq_len=T, d_head=d)
+    assert big.detail["streamed_rows"] == T
+
+
+def test_pruning_reduces_sprint_time_energy_and_traffic():
+    acc = preset("flat-edge").with_buffer(16 * KiB)
+    xb = rr.CrossbarSpec().at_node(acc.node_nm)
+    full = _full_stats(2, 4, 128)
+    pruned = []
+    for st in full:
+        kept = np.minimum(st.kept, 8)
+        pruned.append(sp.RowStats(st.layer, kept, np.minimum(st.overlap, 6), st.allowed, st.mass, st.valid))
+    a = sp.sprint_cost(acc, full, heads=4, d_head=64, xbar=xb)
+    b = sp.sprint_cost(acc, pruned, heads=4, d_head=64, xbar=xb)
+    assert b.time_s < a.time_s and b.energy_j < a.energy_j and b.traffic_bytes < a.traffic_bytes
+    assert b.macs == pytest.approx(a.macs * 8 / 128)
+    # reuse helps
+    c = sp.sprint_cost(acc, pruned, heads=4, d_head=64, xbar=xb, reuse=False)
+    assert c.traffic_bytes > b.traffic_bytes
+
+
+# ----------------------------------------------------------------------------- ReRAM primitives
+def test_reram_constants_derive_from_isaac_table():
+    spec = rr.CrossbarSpec()
+    assert spec.cell_read_pj == pytest.approx(2.4e-3 / 8 * 100e-9 / 128 ** 2 * 1e12)
+    assert spec.adc_pj == pytest.approx(16e-3 / 8 / 1.28e9 * 1e12)
+    assert rr.adc_energy_pj(8) == pytest.approx(spec.adc_pj)
+    assert spec.comparator_pj == pytest.approx(spec.adc_pj / 128)
+    assert rr.adc_energy_pj(4) == pytest.approx(rr.adc_energy_pj(1) * 8)
+    for row in rr.constants_rows(spec):
+        assert row["source"], row
+
+
+def test_crossbar_mapping_and_scoring_cost():
+    spec = rr.CrossbarSpec()
+    assert rr.columns_per_key(4, spec) == 2
+    assert rr.arrays_per_head(512, 64, 4, spec) == 8
+    assert rr.scoring_cycles(4, spec) == 4
+    assert rr.scoring_cycles(4, spec.with_(input_bits_per_cycle=4)) == 1
+    c = rr.scoring_cost(512, 512 * 512, 64, key_bits=4, query_bits=4, spec=spec)
+    assert c.time_s == pytest.approx(512 * 4 * 100e-9)
+    assert c.decision_j == pytest.approx(512 * 512 * spec.comparator_pj * 1e-12)
+    adc = rr.scoring_cost(512, 512 * 512, 64, key_bits=4, query_bits=4, spec=spec, readout="adc")
+    assert adc.decision_j > 100 * c.decision_j  # a comparator replaces many multi-bit conversions
+    assert rr.write_energy_j(512, 64, key_bits=4, spec=spec) == pytest.approx(512 * 64 * 2 * 10e-12)
+    with pytest.raises(ValueError):
+        rr.CrossbarSpec(rows=0)
+    with pytest.raises(ValueError):
+        rr.scoring_cost(1, 1, 64, key_bits=4, query_bits=4, spec=spec, readout="bogus")
+
+
+def test_node_scaling_touches_periphery_not_cells():
+    spec = rr.CrossbarSpec()
+    s45 = spec.at_node(45)
+    assert s45.comparator_pj == pytest.approx(spec.comparator_pj * 45 / 32)
+    assert s45.cell_read_pj == spec.cell_read_pj and s45.cell_write_pj == spec.cell_write_pj
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        sp.AnalogConfig(key_bits=1)
+    with pytest.raises(ValueError):
+        sp.AnalogConfig(sigma_read=-1)
+    with pytest.raises(ValueError):
+        sp.SprintAttention([0.0, 1.0], margins=[0.1, 0.2, 0.3])
+    with pytest.raises(ValueError):
+        sp.calibrate_thresholds([object()], 0.0)
+
+
+def test_calibrator_matches_calibrate_thresholds():
+    q, k, v = _qkv(B=2, H=3, T=40, d=16, seed=9)
+    probs = torch.softmax((q @ k.transpose(-1, -2)) * 0.5, -1)
+    cap = type("Cap", (), dict(q=q, k=k, v=v, probs=probs, mask=None, scale=0.5))()
+    cal = sp.Calibrator([cap, cap])
+    for target in (0.7, 0.95):
+        np.testing.assert_allclose(cal.thresholds(target), sp.calibrate_thresholds([cap, cap], target), rtol=1e-6)
+    cfg = sp.AnalogConfig()
+    fn = cal.attention_fn(0.95, 2.0, cfg)
+    np.testing.assert_allclose(fn.margins, 2.0 * cal.error_std(cfg))
+    assert (cal.error_std(cfg) > 0).all()
+    assert (cal.error_std(sp.AnalogConfig(key_bits=None, query_bits=None, sigma_device=0, sigma_read=0)) < 1e-5).all()
