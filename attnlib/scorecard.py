@@ -104,8 +104,10 @@ def figure(rows: list[Row]):
                     ax.text(0.02, yi, "not run yet", va="center", color="#777777", fontsize=8,
                             transform=ax.get_yaxis_transform())
                 continue
-            if r.kind in kinds:
-                ax.barh(yi, _deviation(r), color=STATUS_COLORS[r.status], height=0.6)
+            if r.kind in kinds:  # bar for the size of the gap, dot so a zero gap stays visible
+                dev = _deviation(r)
+                ax.barh(yi, dev, color=STATUS_COLORS[r.status], height=0.6)
+                ax.plot(dev, yi, "o", color=STATUS_COLORS[r.status], mec="black", mew=0.5, ms=5)
         ax.set_title(title, fontsize=9)
         lo, hi = ax.get_xlim()
         span = max(abs(lo), abs(hi), 4 * abs(bands[1]))
