@@ -625,22 +625,11 @@ def make_stats_fn(specs, rows, *, kv_groups: int = 1):
 
 
 def cached(name: str, key: dict, compute):
-    """``compute()`` (a dict of numpy arrays / floats) cached under cache_dir("token_picker") by ``key``."""
-    import hashlib
-    import json
-    import pickle
+    """``compute()`` (nested dicts / lists of numpy arrays and numbers) cached under
+    cache_dir("token_picker") by ``key``; stored without pickle (see attnlib.cache)."""
+    from .cache import cached as _cached
 
-    from .paths import cache_dir
-
-    h = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    path = cache_dir("token_picker") / f"{name}-{h}.pkl"
-    if path.exists():
-        return pickle.loads(path.read_bytes())
-    value = compute()
-    from .paths import atomic_write_bytes
-
-    atomic_write_bytes(path, pickle.dumps(value))
-    return value
+    return _cached("token_picker", name, key, compute)
 
 
 def token_nll(rm, windows, attn_fn=None) -> np.ndarray:
