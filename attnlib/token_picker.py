@@ -47,7 +47,7 @@ seconds and joules. Every constant carries its source or is marked ASSUMPTION in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch

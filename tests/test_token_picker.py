@@ -3,7 +3,6 @@ adversarial and real captured tensors), the readable and vectorised versions agr
 and hardware models obey their closed forms."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
