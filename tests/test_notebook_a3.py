@@ -1,9 +1,6 @@
 """Run notebooks/01_a3.ipynb in the quick profile and check what it records and draws."""
-import math
-
 import pytest
-
-from attnlib.claims import STATUSES, status
+from notebook_checks import check_claims, check_figures
 
 CLAIMS = {
     "a3_throughput_speedup_conservative": ("ratio", "modelled"),
@@ -21,16 +18,8 @@ FIGURES = ("a3_candidates_recall", "a3_throughput_latency", "a3_energy_efficienc
 @pytest.mark.notebook
 def test_a3_notebook_quick(run_notebook):
     results, figures = run_notebook("01_a3")
-    assert results is not None, "the notebook did not save its results"
-    assert results["paper"] == "A3" and results["profile"] == "quick"
-    claims = {c["claim_id"]: c for c in results["claims"]}
-    assert set(CLAIMS) <= set(claims)
-    for cid, (kind, basis) in CLAIMS.items():
-        c = claims[cid]
-        assert c["kind"] == kind and c["basis"] == basis, cid
-        assert c["reproduced"] is not None and math.isfinite(c["reproduced"]), cid
-        assert c["status"] in STATUSES and c["status"] == status(kind, c["paper_value"], c["reproduced"]), cid
-        assert c["note"], cid
+    claims = check_claims(results, "01_a3", "A3", {cid: dict(kind=kind, basis=basis)
+                                                   for cid, (kind, basis) in CLAIMS.items()})
     assert claims["a3_energy_efficiency_vs_cpu"]["paper_value"] == [10000, None]
     assert claims["a3_accuracy_loss_conservative"]["paper_value"] == [1.0, 1.6]
     assert claims["a3_accuracy_loss_aggressive"]["paper_value"] == [8.0, 9.0]
@@ -43,5 +32,4 @@ def test_a3_notebook_quick(run_notebook):
     assert values["cpu_single_query_us"]["basis"] == "measured" and values["cpu_single_query_us"]["value"] > 0
     assert values["cpu_batched_query_us"]["basis"] == "measured"
     assert values["smollm2_perplexity_exact"]["value"] > 1
-    for name in FIGURES:
-        assert name in figures and figures[name].stat().st_size > 1000, name
+    check_figures(figures, FIGURES, min_bytes=1000)

@@ -1,9 +1,6 @@
 """Runs notebooks/02_sprint.ipynb in the quick profile and checks what it records and draws."""
-import math
-
 import pytest
-
-from attnlib.claims import STATUSES
+from notebook_checks import check_claims, check_figures
 
 CLAIMS = {  # claim_id: (kind, paper value, basis)
     "speedup": ("ratio", 7.5, "modelled"),
@@ -19,21 +16,9 @@ FIGURES = {"sprint_method_scores", "sprint_pruning_per_layer", "sprint_accuracy_
 @pytest.mark.notebook
 def test_sprint_notebook(run_notebook):
     results, figures = run_notebook("02_sprint")
-    assert results is not None and results["notebook"] == "02_sprint" and results["paper"] == "SPRINT"
-    assert results["profile"] == "quick"
-    claims = {c["claim_id"]: c for c in results["claims"]}
-    assert set(CLAIMS) <= set(claims)
-    for cid, (kind, paper, basis) in CLAIMS.items():
-        c = claims[cid]
-        assert c["kind"] == kind and c["paper_value"] == paper and c["basis"] == basis
-        assert c["status"] in STATUSES and c["status"] != "not run yet"
-        assert math.isfinite(c["reproduced"]) and c["note"]
-        if kind == "ratio":
-            assert c["reproduced"] > 0
-        else:
-            assert -100 <= c["reproduced"] <= 100  # an accuracy difference in points
+    check_claims(results, "02_sprint", "SPRINT", {cid: dict(kind=kind, paper_value=paper, basis=basis)
+                                                  for cid, (kind, paper, basis) in CLAIMS.items()})
     values = {v["name"]: v for v in results["values"]}
-    assert all(math.isfinite(v["value"]) for v in results["values"])
     pruning = [v for n, v in values.items() if n.startswith("pruning_ratio_")]
     reuse = [v for n, v in values.items() if n.startswith("adjacent_reuse_")]
     assert pruning and reuse
@@ -41,5 +26,4 @@ def test_sprint_notebook(run_notebook):
     # SPRINT really pruned something on the real models, and the analog front end did not prune everything
     assert any(v["value"] > 0.01 for v in pruning) and all(v["value"] < 0.99 for v in pruning)
     assert values["runtime_s"]["basis"] == "measured"
-    assert FIGURES <= set(figures)
-    assert all(p.stat().st_size > 5000 for name, p in figures.items() if name in FIGURES)
+    check_figures(figures, FIGURES)

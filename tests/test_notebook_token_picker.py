@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from attnlib.claims import BASES, STATUSES, status
+from notebook_checks import check_claims, check_figures
 
 CLAIMS = {  # id -> (paper value, basis)
     "pruning_ratio": (12.1, "algorithmic"),
@@ -21,18 +21,11 @@ FIGURES = ("token_picker_bound_demo", "token_picker_pruning_ratio", "token_picke
 @pytest.mark.models
 def test_token_picker_notebook_quick(run_notebook):
     results, figures = run_notebook("04_token_picker")
-    assert results is not None, "the notebook saved no results"
-    assert results["notebook"] == "04_token_picker" and results["paper"] == "Token-Picker"
-    assert results["profile"] == "quick"
-    claims = {c["claim_id"]: c for c in results["claims"]}
+    claims = check_claims(results, "04_token_picker", "Token-Picker",
+                          {cid: dict(paper_value=paper, basis=basis, kind="ratio", unit="x")
+                           for cid, (paper, basis) in CLAIMS.items()})
     assert set(claims) == set(CLAIMS)
-    for cid, (paper, basis) in CLAIMS.items():
-        c = claims[cid]
-        assert c["paper_value"] == paper
-        assert c["basis"] == basis and c["basis"] in BASES
-        assert c["kind"] == "ratio" and c["unit"] == "x"
-        assert c["reproduced"] is not None and math.isfinite(c["reproduced"]) and c["reproduced"] > 0
-        assert c["status"] in STATUSES and c["status"] == status("ratio", paper, c["reproduced"])
+    for c in claims.values():
         assert c["params"]["threshold"] > 0 and c["params"]["k_bits"] == 12
     # pruning can only reduce traffic, and never below what the first key chunks cost
     assert claims["pruning_ratio"]["reproduced"] >= 1.0
@@ -42,5 +35,4 @@ def test_token_picker_notebook_quick(run_notebook):
         assert name in values and math.isfinite(values[name]["value"])
     assert values["perplexity_exact"]["basis"] == "measured"
     assert any(n.startswith("perplexity_thr_") for n in values)
-    for name in FIGURES:
-        assert name in figures and figures[name].stat().st_size > 5000
+    check_figures(figures, FIGURES)
