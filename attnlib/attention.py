@@ -73,7 +73,9 @@ def padding_mask(lengths, k_len: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- numpy
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """Numerically stable softmax; a slice that is entirely -inf gives zeros (not NaN)."""
-    x = np.asarray(x, dtype=np.float64 if np.asarray(x).dtype == np.float64 else np.float32)
+    x = np.asarray(x)
+    if x.dtype != np.float64:
+        x = x.astype(np.float32)
     m = np.max(x, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
     e = np.exp(x - m)
