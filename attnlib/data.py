@@ -7,7 +7,7 @@ Running text (for perplexity):
 Labelled text (for linear probes on encoder embeddings):
     ``load_labelled("polarity")``    200 movie-review sentences, neg / pos (Pang & Lee)
     ``load_labelled("newsgroups")``  200 Usenet posts (headers removed), alt.atheism / sci.space
-    ``load_labelled("spam")``        1,000 SpamAssassin e-mails (subject + body), ham / spam, balanced
+    ``load_labelled("spam")``        3,000 SpamAssassin e-mails (subject + body), ham / spam, balanced
 
 The jsonl files are built by ``python scripts/build_data.py`` from the original registry packages;
 ``data/manifest.json`` holds their row counts and sha256 sums.

@@ -15,7 +15,7 @@ Output files (one JSON object per line, keys sorted, UTF-8):
     austen.jsonl      {"id", "book", "chapter", "text"}       the first chapters of each of the six novels
     polarity.jsonl    {"text", "label", "label_name"}         200 movie-review sentences (Pang & Lee)
     newsgroups.jsonl  {"text", "label", "label_name"}         200 posts, alt.atheism vs sci.space
-    spam.jsonl        {"id", "group", "text", "label", "label_name"}  1000 e-mails, 500 ham + 500 spam
+    spam.jsonl        {"id", "group", "text", "label", "label_name"}  3000 e-mails, 1500 ham + 1500 spam
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ RDATA = "rdata==1.1.0"
 BROWN_PER_GENRE = 5
 AUSTEN_CHARS_PER_BOOK = 150_000
 NEWSGROUP_MAX_CHARS = 2000
-SPAM_PER_CLASS = 500
+SPAM_PER_CLASS = 1500
 SPAM_MAX_CHARS = 1500
 SEED = 0
 
