@@ -1,16 +1,18 @@
 """Checks shared by the paper-notebook tests: the recorded claims and the figures written."""
 import math
 
-from attnlib.claims import status
+from attnlib.claims import schema_problems, status
 
 
 def check_claims(results, notebook: str, paper: str, expected: dict) -> dict:
     """Assert the quick-profile results of ``notebook`` hold every claim of ``expected``
     (claim_id -> fields such as kind, basis, paper_value that must match exactly), each with a finite
-    reproduced value in range (ratios > 0, points strictly within +-100), a note, and the status the
-    shared rule gives. Returns the claims by id."""
+    reproduced value in range (ratios > 0, points strictly within +-100), a note, every field of the
+    claim schema (interval, assumption range, deviations, operating point, averaging, role) and the
+    status the shared rule gives on its interval. Returns the claims by id."""
     assert results is not None, f"{notebook} saved no results"
     assert results["notebook"] == notebook and results["paper"] == paper and results["profile"] == "quick"
+    assert schema_problems(results) == []
     claims = {c["claim_id"]: c for c in results["claims"]}
     assert set(expected) <= set(claims), sorted(set(expected) - set(claims))
     for cid, fields in expected.items():
@@ -19,9 +21,12 @@ def check_claims(results, notebook: str, paper: str, expected: dict) -> dict:
             assert c[key] == value, (cid, key, c[key], value)
         r = c["reproduced"]
         assert r is not None and math.isfinite(r), cid
-        assert c["status"] == status(c["kind"], c["paper_value"], r), cid
+        iv = c["interval"]
+        assert c["status"] == status(c["kind"], c["paper_value"], r, (iv["lo"], iv["hi"])), cid
+        assert c["point_status"] == status(c["kind"], c["paper_value"], r), cid
         assert c["note"], cid
         assert r > 0 if c["kind"] == "ratio" else -100 < r < 100, (cid, r)
+    assert any(c["role"] == "headline" for c in claims.values())
     assert all(math.isfinite(v["value"]) for v in results["values"])
     return claims
 
