@@ -27,20 +27,25 @@ import torch
 from . import paths
 from .models import AttnFn, RealModel, logits
 
-__all__ = ["PerplexityResult", "text_windows", "perplexity", "Probe", "fit_probe", "probe_accuracy", "embed"]
+__all__ = ["PerplexityResult", "text_windows", "perplexity", "Probe", "fit_probe", "probe_accuracy", "probe_correct",
+           "embed"]
 
 
 # ----------------------------------------------------------------------------- perplexity
 @dataclass
 class PerplexityResult:
     """perplexity: exp(nll); bits_per_byte: total NLL in bits / n_bytes; n_tokens: scored tokens;
-    n_bytes: UTF-8 bytes of the scored tokens' text; nll: mean NLL per scored token (nats)."""
+    n_bytes: UTF-8 bytes of the scored tokens' text; nll: mean NLL per scored token (nats);
+    window_nll: total NLL (nats) of each window, shape (W,); window_tokens: scored tokens of each window
+    (W,) -- the per-window units `attnlib.stats.perplexity_ratio` resamples."""
 
     perplexity: float
     bits_per_byte: float
     n_tokens: int
     n_bytes: int
     nll: float
+    window_nll: np.ndarray = field(default=None, repr=False)
+    window_tokens: np.ndarray = field(default=None, repr=False)
 
 
 def text_windows(rm: RealModel, docs: list[str], window: int, n_windows: int, seed: int = 0) -> list[list[int]]:
@@ -89,6 +94,7 @@ def perplexity(rm: RealModel, windows: list[list[int]], attn_fn: AttnFn | None =
     from tqdm.auto import tqdm
 
     total_nll, n_tokens, n_bytes = 0.0, 0, 0
+    window_nll, window_tokens = [], []
     starts = range(0, len(windows), batch_size)
     for s in tqdm(starts, desc="perplexity", disable=not progress, leave=False):
         group = windows[s:s + batch_size]
@@ -105,12 +111,15 @@ def perplexity(rm: RealModel, windows: list[list[int]], attn_fn: AttnFn | None =
         if not torch.isfinite(nll[valid]).all():
             raise FloatingPointError("non-finite NLL: the attention function produced NaN/inf somewhere")
         total_nll += float(nll[valid].double().sum())
+        window_nll += (nll.double() * valid).sum(1).tolist()
+        window_tokens += valid.sum(1).tolist()
         n_tokens += int(valid.sum())
         for w in group:
             n_bytes += len(rm.tokenizer.decode(w[1:], skip_special_tokens=False).encode("utf-8"))
     mean = total_nll / n_tokens
     return PerplexityResult(perplexity=math.exp(mean), bits_per_byte=total_nll / math.log(2) / n_bytes,
-                            n_tokens=n_tokens, n_bytes=n_bytes, nll=mean)
+                            n_tokens=n_tokens, n_bytes=n_bytes, nll=mean, window_nll=np.asarray(window_nll),
+                            window_tokens=np.asarray(window_tokens))
 
 
 # ----------------------------------------------------------------------------- embeddings
@@ -225,8 +234,16 @@ def fit_probe(rm: RealModel, texts: list[str], labels, max_length: int = 128, se
                  majority_rate=float(np.mean(labels[idx_test] == majority)))
 
 
+def probe_correct(rm: RealModel, probe: Probe, attn_fn: AttnFn | None = None, layers=None,
+                  progress: bool = True) -> np.ndarray:
+    """Per-item correctness (bool, shape (n_test,)) of the frozen probe on its test texts re-embedded
+    with ``attn_fn`` in ``layers``; with ``attn_fn=None`` the exact-attention reference. Keep these
+    arrays: `attnlib.stats.accuracy_loss` turns a (reference, approximate) pair into a paired interval."""
+    X = embed(rm, probe.test_texts, probe.max_length, attn_fn=attn_fn, layers=layers, progress=progress)
+    return probe.clf.predict(X) == probe.test_labels
+
+
 def probe_accuracy(rm: RealModel, probe: Probe, attn_fn: AttnFn | None = None, layers=None,
                    progress: bool = True) -> float:
     """Accuracy in [0, 1] of the frozen probe on its test texts re-embedded with ``attn_fn`` in ``layers``."""
-    X = embed(rm, probe.test_texts, probe.max_length, attn_fn=attn_fn, layers=layers, progress=progress)
-    return float(probe.clf.score(X, probe.test_labels))
+    return float(probe_correct(rm, probe, attn_fn, layers, progress).mean())

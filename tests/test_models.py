@@ -256,6 +256,8 @@ def test_text_windows_and_perplexity(decoder):
     assert r.n_tokens == 30 and r.n_bytes > 30 and math.isfinite(r.perplexity)
     assert r.perplexity == pytest.approx(math.exp(r.nll)) and r.bits_per_byte > 0
     assert r.perplexity < 50  # repeated text is easy
+    # per-window units add up to the totals (what stats.perplexity_ratio resamples)
+    assert r.window_tokens.tolist() == [15, 15] and r.window_nll.sum() == pytest.approx(r.nll * r.n_tokens)
     bad = E.perplexity(decoder, w3[:2], attn_fn=uniform_attn_fn, progress=False)
     assert bad.perplexity > 2 * r.perplexity
 
@@ -279,6 +281,8 @@ def test_probe_and_embeddings(encoder, tmp_path, monkeypatch):
     assert probe.n_test == 12 and probe.n_train == 28 and probe.majority_rate == pytest.approx(0.5)
     acc = E.probe_accuracy(encoder, probe, progress=False)
     assert acc == probe.exact_accuracy and 0 <= acc <= 1
+    correct = E.probe_correct(encoder, probe, progress=False)
+    assert correct.dtype == bool and correct.shape == (12,) and correct.mean() == acc
     assert 0 <= E.probe_accuracy(encoder, probe, attn_fn=uniform_attn_fn, progress=False) <= 1
     with pytest.raises(ValueError, match="encoder"):
         E.embed(M.RealModel("x", "decoder", None, None, 1, 1, 1, 1, 1, "cpu"), texts, 32)
