@@ -260,8 +260,7 @@ class Claim:
 
     def _default_why(self) -> str:
         """One line generated from the recorded numbers."""
-        iv = self.interval
-        where = f"{format_value(self.reproduced)} {self.unit} [{format_value(iv['lo'])}, {format_value(iv['hi'])}]"
+        where = f"{format_interval(self)} {self.unit}".strip()
         paper = f"{format_value(self.paper_value)} {self.unit}"
         if self.status == "inconclusive":
             return f"the 95% interval {where} straddles a band edge around the paper's {paper}"
@@ -353,9 +352,13 @@ class Recorder:
                 continue
             line = (f"- **{c.description}** ({c.role}{' of ' + c.of if c.of else ''}): {format_interval(c)} "
                     f"{c.unit} against the paper's {format_value(c.paper_value)} {c.unit}: **{c.status}**, "
-                    f"{c.robustness} (assumption range {format_range(c)}; {len(c.deviations)} known deviations)")
+                    f"{c.robustness} (assumption range {format_range(c)}; {_count(len(c.deviations), 'known deviation')})")
             lines.append(line + (f". Why: {c.why}" if c.why else "."))
         return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def format_value(v) -> str:

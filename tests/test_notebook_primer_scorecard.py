@@ -24,10 +24,14 @@ def test_scorecard_shows_missing_papers_as_not_run_yet(run_notebook, tmp_path):
     # one fake paper result in the staged results folder; every other paper must be "not run yet"
     stage_results = tmp_path / "stage" / "results"
     stage_results.mkdir(parents=True)
-    fake = {"notebook": "03_flat", "paper": "FLAT", "profile": "quick", "values": [], "claims": [
-        {"claim_id": "edge_speedup", "description": "edge speedup", "paper_value": 1.94, "reproduced": 1.0,
-         "unit": "x", "kind": "ratio", "basis": "modelled", "params": {}, "note": "", "status": "partially reproduced"}]}
-    (stage_results / "03_flat.json").write_text(json.dumps(fake))
+    from attnlib import claims, stats
+
+    rec = claims.Recorder("03_flat", "FLAT", profile="quick")
+    rec.claim("edge_speedup", "edge speedup", paper_value=1.94, reproduced=1.0, unit="x", kind="ratio",
+              basis="modelled", interval=stats.no_interval(1.0), assumption_range=dict(lo=0.9, hi=1.1, swept={"w": [8, 32]}),
+              deviations=[], operating_point=dict(how="paper setting", rule="N = 512"), averaging="one point",
+              note="fake record for the test")
+    (stage_results / "03_flat.json").write_text(json.dumps(rec.to_dict()))
     _, figures = run_notebook("99_scorecard")
     table = (stage_results / "scorecard.md").read_text()
     lines = [l for l in table.splitlines() if l.startswith("| ") and not l.startswith("| paper")]
