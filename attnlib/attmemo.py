@@ -54,6 +54,7 @@ __all__ = [
     "interleaved_latency", "reduction_stats", "machine_info", "edit_text", "input_key", "doc_windows",
     "Populations", "make_populations", "capture_rows", "query_similarities", "forward_fns",
     "words_in_window", "raw_embeddings", "best_similarity", "mix_reduction", "predicted_saving",
+    "population_times", "average_reduction", "load_check",
 ]
 
 
@@ -789,3 +790,101 @@ def predicted_saving(costs: dict, hit_rates: dict, layers) -> float:
     """Seconds saved per input by memoising ``layers`` (performance model, see `decide_layers`)."""
     dec = decide_layers({k: costs[k] for k in layers}, hit_rates)
     return float(sum(d["expected_saving"] for d in dec.values()))
+
+
+# ============================================================================ intervals and load (claims v2)
+def population_times(times: np.ndarray, is_near, near_fraction: float) -> np.ndarray:
+    """Per-repetition mean latency (R,) of a population mix: mean over the near-duplicate inputs weighted
+    ``near_fraction``, mean over the fresh inputs ``1 - near_fraction`` (a weight of 0 ignores that side)."""
+    times = np.asarray(times, dtype=np.float64)
+    is_near = np.asarray(is_near, bool)
+    w = float(near_fraction)
+    if not 0.0 <= w <= 1.0:
+        raise ValueError(f"near_fraction must lie in [0, 1], got {near_fraction}")
+    if times.ndim != 2 or times.shape[1] != len(is_near):
+        raise ValueError(f"times must be (reps, n_inputs) with n_inputs = len(is_near) = {len(is_near)}, got {times.shape}")
+    parts = []
+    if w > 0:
+        if not is_near.any():
+            raise ValueError("near_fraction > 0 but no near-duplicate input")
+        parts.append(w * times[:, is_near].mean(1))
+    if w < 1:
+        if is_near.all():
+            raise ValueError("near_fraction < 1 but no fresh input")
+        parts.append((1 - w) * times[:, ~is_near].mean(1))
+    return np.sum(parts, axis=0)
+
+
+def average_reduction(cells: list[tuple[np.ndarray, np.ndarray]], **kw):
+    """Mean over cells of each cell's latency reduction in %, 100 * (1 - mean memo / mean base), with a
+    paired bootstrap over interleaved repetitions (repetition r of every cell resampled together).
+
+    cells: list of (t_base, t_memo), each of shape (R,) (per-repetition latency of that cell; the same R
+    in every cell). Returns (point, `attnlib.stats.Interval`). One cell = `stats.latency_ratio`."""
+    from . import stats
+
+    if not cells:
+        raise ValueError("average_reduction needs at least one cell")
+    reps = {np.shape(b)[0] for b, _ in cells} | {np.shape(m)[0] for _, m in cells}
+    if len(reps) != 1:
+        raise ValueError(f"every cell needs the same number of repetitions, got {sorted(reps)}")
+    units = np.stack([np.stack([np.asarray(b, float).reshape(-1), np.asarray(m, float).reshape(-1)], -1)
+                      for b, m in cells], axis=1)   # (R, C, 2)
+    if np.any(units <= 0) or not np.all(np.isfinite(units)):
+        raise ValueError("latencies must be positive finite seconds")
+
+    def stat(u):   # u: (n_resamples, R, C, 2)
+        return (100.0 * (1.0 - u[..., 1].mean(-2) / u[..., 0].mean(-2))).mean(-1)
+
+    return stats.bootstrap(units, stat, method="paired bootstrap over interleaved repetitions "
+                           f"(cells resampled together; mean over {len(cells)} cells)", **kw)
+
+
+def _cpu_busy(interval: float) -> float:
+    """Fraction of all CPUs busy (user+system+...) over ``interval`` seconds, from /proc/stat."""
+    def read():
+        f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = f[3] + (f[4] if len(f) > 4 else 0)
+        return sum(f), idle
+    t0, i0 = read()
+    time.sleep(interval)
+    t1, i1 = read()
+    return float(1.0 - (i1 - i0) / max(t1 - t0, 1))
+
+
+def load_check(*, sample_s: float = 1.0, max_busy: float = 0.25, wait_s: float = 0.0, log=print) -> dict:
+    """The machine's load just before a timing run, while this process sleeps: the share of all CPUs
+    that OTHER processes keep busy (sampled from /proc/stat over ``sample_s``) and the 1-minute load
+    average. ``loaded`` is True when the busy share exceeds ``max_busy``; then a loud warning is logged (numbers timed now are flagged, not trusted).
+    ``wait_s`` > 0: resample until the machine is idle, for at most that long (``waited_s`` says how long).
+    The load average (reported, not judged) counts this process's own recent work too; the busy share
+    does not (this process sleeps while it is sampled)."""
+    if not 0 < max_busy < 1:
+        raise ValueError(f"max_busy must lie in (0, 1), got {max_busy}")
+    if sample_s <= 0 or wait_s < 0:
+        raise ValueError(f"sample_s must be > 0 and wait_s >= 0, got {sample_s}, {wait_s}")
+    deadline = time.monotonic() + wait_s
+    while True:   # with wait_s: keep sampling until the machine is idle or the wait is over
+        out = _load_sample(sample_s, max_busy)
+        if not out["loaded"] or time.monotonic() >= deadline:
+            break
+    out["waited_s"] = round(max(0.0, wait_s - (deadline - time.monotonic())), 1)
+    if out["loaded"]:
+        log(f"!!! WARNING: LOADED MACHINE before timing: other processes keep {out['busy_other']:.0%} of the "
+            f"{out['logical_cpus']} CPUs busy (1-min load {out['load_avg_1m']:.2f}). Latencies measured now are "
+            "FLAGGED as measured under load. !!!")
+    return out
+
+
+def _load_sample(sample_s: float, max_busy: float) -> dict:
+    try:
+        busy = _cpu_busy(sample_s)
+    except (OSError, ValueError, IndexError):
+        busy = float("nan")
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    ncpu = os.cpu_count() or 1
+    loaded = bool(np.isfinite(busy) and busy > max_busy)
+    return dict(busy_other=round(busy, 3), load_avg_1m=round(load, 2), logical_cpus=ncpu, loaded=loaded)

@@ -265,3 +265,47 @@ def test_opening_a_database_keeps_torch_threads(tmp_path):
     attmemo.build_database(tmp_path / "db", dict(key="t", n_entries=2), _fake_captures(qs, qs, 0.5, [6, 6]),
                            prob_layers=[0], key_layers=[0], n_heads=2, d_head=4, n_chunks=2, dim=8, log=lambda m: None)
     assert torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------- claims v2 helpers
+def test_population_times_weights_the_two_populations():
+    t = np.array([[1.0, 3.0, 10.0], [2.0, 4.0, 20.0]])
+    near = np.array([True, True, False])
+    assert np.allclose(attmemo.population_times(t, near, 1.0), [2.0, 3.0])
+    assert np.allclose(attmemo.population_times(t, near, 0.0), [10.0, 20.0])
+    assert np.allclose(attmemo.population_times(t, near, 0.25), [0.25 * 2 + 0.75 * 10, 0.25 * 3 + 0.75 * 20])
+    with pytest.raises(ValueError, match="near_fraction"):
+        attmemo.population_times(t, near, 1.5)
+    with pytest.raises(ValueError, match="no fresh"):
+        attmemo.population_times(t[:, :2], near[:2], 0.5)
+
+
+def test_average_reduction_closed_forms():
+    from attnlib import stats
+    rng = np.random.default_rng(0)
+    # constant latencies: the interval collapses on the closed form 100 * (1 - memo / base), averaged over cells
+    cells = [(np.full(15, 2.0), np.full(15, 1.5)), (np.full(15, 4.0), np.full(15, 4.4))]
+    point, iv = attmemo.average_reduction(cells)
+    assert point == pytest.approx((25.0 - 10.0) / 2) and iv.lo == pytest.approx(point) and iv.hi == pytest.approx(point)
+    # one cell: the same as stats.latency_ratio (same seed, same resampling)
+    b, m = rng.uniform(1, 2, 20), rng.uniform(0.8, 1.6, 20)
+    p1, iv1 = attmemo.average_reduction([(b, m)])
+    p2, iv2 = stats.latency_ratio(b, m, as_percent_reduction=True)
+    assert p1 == pytest.approx(p2) and iv1.lo == pytest.approx(iv2.lo) and iv1.hi == pytest.approx(iv2.hi)
+    assert iv1.lo < p1 < iv1.hi and iv1.n == 20
+    with pytest.raises(ValueError, match="same number of repetitions"):
+        attmemo.average_reduction([(b, m), (b[:5], m[:5])])
+    with pytest.raises(ValueError, match="positive"):
+        attmemo.average_reduction([(b, -m)])
+
+
+def test_load_check_reports_and_flags(capsys):
+    out = attmemo.load_check(sample_s=0.2)
+    assert {"busy_other", "load_avg_1m", "logical_cpus", "loaded", "waited_s"} <= set(out)
+    assert 0.0 <= out["busy_other"] <= 1.0 or np.isnan(out["busy_other"])
+    msgs = []
+    forced = attmemo.load_check(sample_s=0.1, max_busy=1e-9, log=msgs.append)   # any activity counts as load
+    if forced["loaded"]:
+        assert msgs and "WARNING" in msgs[0] and "LOADED" in msgs[0]
+    with pytest.raises(ValueError, match="max_busy"):
+        attmemo.load_check(max_busy=2)
