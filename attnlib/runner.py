@@ -1,32 +1,65 @@
 """Run the workbook's notebooks headless with papermill (what ``run_all.sh`` calls).
 
-    python -m attnlib.runner [--quick] [-p KEY VALUE]... [NOTEBOOK ...]
+    python -m attnlib.runner [--quick] [-p KEY VALUE]... [--no-site] [NOTEBOOK ...]
 
 Each notebook runs in its own staging folder (``ATTNLIB_STAGE``): its figures and results are moved
 into place only when the whole notebook succeeded, so a failure never leaves a partial figure or
-result behind. A failing notebook is reported by name with the failing cell's error and the others
-still run. The scorecard notebook (99_scorecard) always runs last. Exit status 1 if any notebook
-failed, 2 for bad arguments.
+result behind. A failing notebook is reported by name with the failing cell's error and the executed
+copy to open; the others still run. The scorecard notebook (99_scorecard) always runs last.
 
-The full profile publishes into the repository (figures/, results/: the committed outputs). Any
-other profile publishes into ``executed/<profile>/`` so a quick smoke run never overwrites them.
-Executed notebook copies go to ``executed/`` (gitignored).
+Exit status: 0 every notebook ran; 1 at least one notebook failed (the others still ran and were
+published); 2 bad arguments (unknown option, notebook, profile or parameter): nothing ran.
+
+The full profile publishes into the repository (figures/, results/: the committed outputs) and renders
+the executed notebooks to HTML in site/ (``attnlib.site``). Any other profile publishes into
+``executed/<profile>/`` so a quick smoke run never overwrites them. Executed notebook copies go to
+``executed/`` (gitignored).
 """
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from .paths import atomic_write_bytes, repo_root
+from .paths import atomic_write_bytes, relative, repo_root
 from .profiles import PROFILES
 
 SCORECARD = "99_scorecard"
 KERNEL = "attnlib"
 CELL_TIMEOUT_S = 1800
+
+EPILOG = """\
+examples:
+  ./run_all.sh                       every notebook, full profile: publishes figures/, results/,
+                                     the README scorecard and the rendered site (site/index.html)
+  ./run_all.sh --quick               every notebook in seconds; outputs under executed/quick/
+  ./run_all.sh 03_flat               one notebook (names, file names or unique prefixes), then the scorecard
+  ./run_all.sh --quick 00_primer -p model bert-large
+                                     a parameter of the notebooks that declare it (papermill -p)
+  ./run_all.sh --list                the notebooks and the parameters each accepts
+
+where things go:
+  full profile     figures/*.png, results/*.json, results/scorecard.md, README scorecard, site/*.html
+  other profiles   executed/<profile>/figures, executed/<profile>/results (committed files untouched)
+  executed copies  executed/<notebook>.ipynb (full) or executed/<notebook>.<profile>.ipynb: open the
+                   one a failure names to see the failing cell and its traceback
+
+typical times (2 cores, warm caches): full profile about 12 min in all (primer 7 s, real models 67 s,
+A3 ~110 s, SPRINT ~120 s, FLAT 22 s, Token-Picker ~130 s, AttMEMO ~240 s); --quick about 1-2 min.
+The first run also creates .venv (a few minutes) and fills .cache/ (a few more minutes).
+
+exit status: 0 all notebooks ran; 1 a notebook failed (named on stderr, the others still ran);
+2 bad arguments (nothing ran).
+"""
+
+
+class UsageError(Exception):
+    """Bad command line: reported with exit status 2 before anything runs."""
 
 
 def notebooks_dir() -> Path:
@@ -45,14 +78,50 @@ def find_notebooks(names: list[str]) -> list[Path]:
                [p for p in every if p.stem.startswith(stem) or stem in p.stem]
         if len(hits) != 1:
             known = ", ".join(p.stem for p in every)
-            raise SystemExit(f"error: notebook {name!r} matches {len(hits)} notebooks; known: {known}")
+            raise UsageError(f"notebook {name!r} matches {len(hits)} notebooks; known: {known}")
         chosen.append(hits[0])
     return chosen
+
+
+def notebook_parameters(nb: Path) -> dict:
+    """The parameters a notebook accepts: names assigned in its cell tagged ``parameters``, with the
+    default's source text. Raises ValueError if the notebook has no such cell."""
+    cells = json.loads(nb.read_text())["cells"]
+    for cell in cells:
+        if cell["cell_type"] == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = "".join(cell["source"])
+            found = {}
+            for node in ast.parse(source).body:
+                targets = node.targets if isinstance(node, ast.Assign) else \
+                    [node.target] if isinstance(node, ast.AnnAssign) else []
+                for t in targets:
+                    if isinstance(t, ast.Name):
+                        found[t.id] = ast.get_source_segment(source, node.value) if node.value else ""
+            return found
+    raise ValueError(f"{nb.name} has no code cell tagged 'parameters'")
+
+
+def check_parameters(nbs: list[Path], params: dict) -> dict[str, dict]:
+    """Per notebook, the parameters it declares among ``params`` (profile always). Raises UsageError
+    naming every key no selected notebook declares, with the keys each one does declare."""
+    declared = {nb.stem: notebook_parameters(nb) for nb in nbs}
+    unknown = [k for k in params if k != "profile" and not any(k in d for d in declared.values())]
+    if unknown:
+        lines = "\n".join(f"  {stem}: {', '.join(d) or '(none)'}" for stem, d in declared.items())
+        raise UsageError(f"unknown parameter(s) {', '.join(map(repr, unknown))}: no selected notebook "
+                         f"declares them in its parameters cell. Known parameters:\n{lines}")
+    return {nb.stem: {k: v for k, v in params.items() if k == "profile" or k in declared[nb.stem]}
+            for nb in nbs}
 
 
 def publish_root(profile: str) -> Path:
     root = repo_root()
     return root if profile == "full" else root / "executed" / profile
+
+
+def executed_path(nb: Path, profile: str) -> Path:
+    """Where the executed copy of ``nb`` goes (gitignored)."""
+    return repo_root() / "executed" / (nb.name if profile == "full" else f"{nb.stem}.{profile}.ipynb")
 
 
 def _move_outputs(stage: Path, dest_root: Path) -> list[str]:
@@ -68,6 +137,19 @@ def _move_outputs(stage: Path, dest_root: Path) -> list[str]:
     return moved
 
 
+def _kernel_manager_class():
+    """Kernels talk over IPC sockets (not TCP): no "running over TCP without encryption" warning."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self):
+            return "ipc"
+
+    return IPCKernelManager
+
+
 def run_one(nb: Path, parameters: dict, profile: str) -> tuple[bool, str]:
     """Execute one notebook with staging; returns (ok, message)."""
     import papermill as pm
@@ -77,24 +159,39 @@ def run_one(nb: Path, parameters: dict, profile: str) -> tuple[bool, str]:
     stage = root / ".cache" / "stage" / f"{nb.stem}-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    out_nb = root / "executed" / (nb.name if profile == "full" else f"{nb.stem}.{profile}.ipynb")
+    out_nb = executed_path(nb, profile)
     out_nb.parent.mkdir(parents=True, exist_ok=True)
     os.environ.update(ATTNLIB_STAGE=str(stage), ATTNLIB_PUBLISH=str(dest / "results"))
     t0 = time.time()
+    opened = f"; open {relative(out_nb)} to see the failing cell"
     try:
         pm.execute_notebook(str(nb), str(out_nb), parameters=parameters, kernel_name=KERNEL,
-                            cwd=str(nb.parent), execution_timeout=CELL_TIMEOUT_S, progress_bar=False)
+                            cwd=str(nb.parent), execution_timeout=CELL_TIMEOUT_S, progress_bar=False,
+                            kernel_manager_class=_kernel_manager_class())
     except pm.PapermillExecutionError as err:
         shutil.rmtree(stage, ignore_errors=True)
-        return False, f"cell {err.exec_count}: {err.ename}: {err.evalue}"
+        return False, f"cell {err.exec_count}: {err.ename}: {err.evalue}{opened}"
     except Exception as err:  # kernel died, timeout, bad notebook
         shutil.rmtree(stage, ignore_errors=True)
-        return False, f"{type(err).__name__}: {err}"
+        return False, f"{type(err).__name__}: {err}{opened if out_nb.exists() else ''}"
     finally:
         os.environ.pop("ATTNLIB_STAGE", None)
     moved = _move_outputs(stage, dest)
     shutil.rmtree(stage, ignore_errors=True)
     return True, f"{time.time() - t0:.0f} s, {len(moved)} outputs"
+
+
+def mixed_profiles(results_folder: Path, profile: str) -> list[str]:
+    """Results files in ``results_folder`` recorded under another profile than ``profile``."""
+    odd = []
+    for f in sorted(Path(results_folder).glob("*.json")):
+        try:
+            recorded = json.loads(f.read_text()).get("profile")
+        except (ValueError, AttributeError):
+            continue
+        if recorded is not None and recorded != profile:
+            odd.append(f"{f.name} (profile={recorded})")
+    return odd
 
 
 README_START, README_END = "<!-- scorecard:start -->", "<!-- scorecard:end -->"
@@ -113,12 +210,24 @@ def update_readme(table: str) -> None:
         atomic_write_bytes(readme, new.encode())
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: status 2 with the usage line, like ours
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message}\n")
+
+
 def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.split("\n\n")[0])
+    ap = _Parser(prog="run_all.sh", description=__doc__.split("\n\n")[0].strip() + " Rebuilds figures, "
+                 "results, the scorecard and the rendered site.", epilog=EPILOG,
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("notebooks", nargs="*", help="notebook names (default: all)")
     ap.add_argument("--quick", action="store_true", help="profile=quick: every notebook in seconds")
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                    help="parameter passed to every notebook (papermill -p)")
+                    help="a parameter, passed to the notebooks whose parameters cell declares KEY")
+    ap.add_argument("--no-site", action="store_true", help="do not render the HTML site (full profile)")
+    ap.add_argument("--site", action="store_true",
+                    help="render the HTML site for a non-full profile too (into executed/<profile>/site)")
+    ap.add_argument("--list", action="store_true", help="list the notebooks and their parameters, run nothing")
     args = ap.parse_args(argv)
     params = {}
     for key, value in args.p:
@@ -138,35 +247,60 @@ def _parse_value(value: str):
     return {"True": True, "False": False, "None": None}.get(value, value)
 
 
-def main(argv=None) -> int:
-    args, params = parse_args(sys.argv[1:] if argv is None else argv)
+def _plan(args, params):
     profile = params["profile"]
     if profile not in PROFILES:
-        print(f"error: unknown profile {profile!r}; allowed profiles: {', '.join(PROFILES)}", file=sys.stderr)
-        return 2
-    os.environ.update(ATTNLIB_HEADLESS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-                      TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+        raise UsageError(f"unknown profile {profile!r}; allowed profiles: {', '.join(PROFILES)}")
     nbs = find_notebooks(args.notebooks)
     if not any(nb.stem == SCORECARD for nb in nbs):
         nbs.append(notebooks_dir() / f"{SCORECARD}.ipynb")
-    failed = []
+    nbs = [nb for nb in nbs if nb.stem != SCORECARD] + [notebooks_dir() / f"{SCORECARD}.ipynb"]
+    return profile, nbs, check_parameters(nbs, params)
+
+
+def main(argv=None) -> int:
+    args, params = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.list:
+            for nb in find_notebooks([]) + [notebooks_dir() / f"{SCORECARD}.ipynb"]:
+                declared = notebook_parameters(nb)
+                print(f"{nb.stem:18s} " + ", ".join(f"{k}={v}" for k, v in declared.items()))
+            return 0
+        profile, nbs, per_nb = _plan(args, params)
+    except (UsageError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    os.environ.update(ATTNLIB_HEADLESS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+                      TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    failed, ran, t_all = [], [], time.time()
     for nb in nbs:
         print(f"[run] {nb.stem} (profile={profile}) ...", flush=True)
-        ok, msg = run_one(nb, params, profile)
+        ok, msg = run_one(nb, per_nb[nb.stem], profile)
         print(f"[{'ok' if ok else 'FAILED'}] {nb.stem}: {msg}", flush=True)
-        if not ok:
-            failed.append((nb.stem, msg))
-    card = publish_root(profile) / "results" / "scorecard.md"
+        (ran if ok else failed).append((nb.stem, msg))
+    dest = publish_root(profile)
+    odd = mixed_profiles(dest / "results", profile)
+    if odd:
+        print(f"WARNING: {relative(dest / 'results')} mixes profiles: {', '.join(odd)} (not {profile}); "
+              "re-run those notebooks with this profile", file=sys.stderr)
+    card = dest / "results" / "scorecard.md"
     if card.exists():
         print("\n" + card.read_text())
         if profile == "full":
             update_readme(card.read_text())
+    if (profile == "full" and not args.no_site) or args.site:
+        from . import site
+
+        index = site.render(profile, [s for s, _ in ran])
+        print(f"[site] {relative(index)} (open it in a browser)")
+    minutes, seconds = divmod(int(time.time() - t_all), 60)
     if failed:
-        print(f"{len(failed)} notebook(s) failed:", file=sys.stderr)
+        print(f"{len(failed)} notebook(s) failed (profile={profile}, {minutes}m{seconds:02d}s):", file=sys.stderr)
         for name, msg in failed:
             print(f"  - {name}: {msg}", file=sys.stderr)
         return 1
-    print(f"all {len(nbs)} notebooks ran (profile={profile})")
+    print(f"all {len(nbs)} notebooks ran (profile={profile}, {minutes}m{seconds:02d}s); "
+          f"outputs in {relative(dest / 'figures')}/ and {relative(dest / 'results')}/")
     return 0
 
 
