@@ -44,6 +44,8 @@ _CATALOGUE = [
     _m("bert-base", 768, 12, 64, 12, 3072, "encoder", "Devlin et al. 2019", max_positions=512),
     _m("bert-large", 1024, 16, 64, 24, 4096, "encoder", "Devlin et al. 2019", max_positions=512),
     _m("trxl", 1024, 16, 64, 18, 4096, "decoder", "Dai et al. 2019 (wt103); FLAT grid shape"),
+    _m("flaubert", 1024, 16, 64, 24, 4096, "encoder",
+       "Le et al. 2020 (FlauBERT large); FLAT grid shape = TrXL's (FuseMax MICRO'24 §VI-A)"),
     _m("t5", 512, 8, 64, 6, 2048, "encoder-decoder", "Raffel et al. 2020 (T5-small); FLAT grid shape"),
     _m("xlm", 2048, 16, 128, 12, 8192, "encoder", "Conneau & Lample 2019 (XLM en-2048); FLAT grid shape"),
     _m("gpt2", 768, 12, 64, 12, 3072, "decoder", "Radford et al. 2019", max_positions=1024),
@@ -65,8 +67,10 @@ _CATALOGUE = [
 ]
 CATALOGUE: dict[str, ModelShape] = {m.name: m for m in _CATALOGUE}
 
-#: The four models of FLAT's evaluation grid.
+#: The four models of FLAT's evaluation grid in the FuseMax artifact.
 FLAT_MODELS = ("bert-base", "trxl", "t5", "xlm")
+#: The five models FLAT evaluated (FuseMax §VI-A: "the same models used by FLAT"); FlauBERT has TrXL's shape.
+FLAT_EVAL_MODELS = ("bert-base", "trxl", "flaubert", "t5", "xlm")
 
 
 def workload(name: str) -> ModelShape:

@@ -1,0 +1,208 @@
+"""Experiment helpers: the evaluation grid, speedups and savings, the buffer sweep, end to end, the
+assumption sweep, and the FuseMax cross-check.
+
+`run` evaluates every (platform, buffer, model, sequence length) point under the requested conventions
+and the three dataflows and returns one long table (pandas), with each mapping's raw counts, so energies
+can be recomputed for other energy constants (`with_energy`) without searching again. `sweep` runs the
+labelled assumptions one at a time (DRAM and SRAM energy, 1D-array width, compute/memory overlap);
+`claim_range` turns a claim's value under every variant into the assumption range of attnlib.claims.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from ..workloads import FLAT_EVAL_MODELS, workload
+from .conventions import FLAT_BATCH, AttentionShape, Hardware, energy_j, platform
+from .dataflows import COUNT_KEYS, DATAFLOWS, other_layers, search
+
+#: Table 4's buffer sizes [paper, v7 Table 4]: 20 KB, 200 KB, 20 MB, 2 GB (binary units here).
+TABLE4_BUFFERS = (20 * 1024, 200 * 1024, 20 * 1024 ** 2, 2 * 1024 ** 3)
+#: The abstract's scarce on-chip memory: 20-200 KB [paper].
+SCARCE_BUFFERS = (20 * 1024, 50 * 1024, 100 * 1024, 200 * 1024)
+#: Sequence lengths of §7's L+A share [paper, v7 §7] and the paper's shares (%).
+SHARE_SEQS = (512, 4096, 16384, 65536)
+PAPER_SHARE = {512: 12, 4096: 49, 16384: 79, 65536: 94}
+
+#: The labelled assumptions and the values each sweep takes (the first is the default).
+ASSUMPTIONS = {
+    "DRAM energy scale": (1.0, 0.5, 2.0),
+    "SRAM energy scale": (1.0, 0.5, 2.0),
+    "1D-array width scale": (1.0, 0.25, 4.0),
+    "overlap": (1.0, 0.5, 0.0),
+}
+
+_HW_COLS = ("dram_pj_bit", "sram_pj_bit", "mac_pj", "exp_pj", "simple_pj")
+
+
+def _hardware(name: str, buffer_bytes, lanes_scale: float, cache: dict) -> Hardware:
+    key = (name, buffer_bytes, lanes_scale)
+    if key not in cache:
+        cache[key] = Hardware.of(platform(name, buffer_bytes=buffer_bytes, lanes_scale=lanes_scale))
+    return cache[key]
+
+
+def run(points, *, batch: int = FLAT_BATCH, convs=("flat", "full"), dataflows=DATAFLOWS, overlap: float = 1.0,
+        lanes_scale: float = 1.0, e2e: bool = False) -> pd.DataFrame:
+    """Evaluate ``points`` (iterable of (platform, buffer_bytes or None, model, seq)) under ``convs`` and
+    ``dataflows``; one row per (point, convention, dataflow). With ``e2e`` the other GEMMs of the layer
+    (`dataflows.other_layers`) are added: columns other_s and e2e_s."""
+    rows, cache, other = [], {}, {}
+    for plat, buf, model, seq in points:
+        hw = _hardware(plat, buf, lanes_scale, cache)
+        shape = AttentionShape.from_model(model, seq, batch)
+        for conv in convs:
+            for df in dataflows:
+                m = search(df, shape, hw, conv=conv, overlap=overlap)
+                t = m.tile
+                r = dict(platform=plat, buffer_bytes=float(hw.capacity * hw.elem_bytes), model=model, seq=seq,
+                         convention=conv, dataflow=df, latency_s=m.latency_s, compute_s=m.compute_s,
+                         memory_s=m.memory_s, bound=m.bound, energy_j=m.energy_j,
+                         granularity=t["granularity"], rows=t.get("rows", seq), heads_per_tile=t.get("heads_per_tile", 0),
+                         kv_resident=t.get("kv_resident", False), logits=t["logits"], spilled=t["spilled"],
+                         qk_stat=t["qk_stat"], av_stat=t["av_stat"], **m.counts,
+                         **{c: getattr(hw, c) for c in _HW_COLS})
+                if e2e:
+                    kind = "naive" if df == "naive" else "flex"
+                    key = (plat, buf, model, seq, kind)
+                    if key not in other:
+                        other[key] = other_layers(workload(model), batch, seq, hw, dataflow=kind, overlap=overlap)["latency_s"]
+                    r["other_s"] = other[key]
+                    r["e2e_s"] = other[key] + m.latency_s
+                rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def grid_points(platforms=("edge", "cloud"), models=FLAT_EVAL_MODELS, seqs=None, buffers=(None,)):
+    """Every (platform, buffer, model, seq) of the given lists."""
+    from .conventions import FLAT_SEQS
+
+    seqs = FLAT_SEQS if seqs is None else seqs
+    return [(p, b, m, n) for p in platforms for b in buffers for m in models for n in seqs]
+
+
+def with_energy(df: pd.DataFrame, *, dram_scale: float = 1.0, sram_scale: float = 1.0) -> pd.DataFrame:
+    """``df`` with energy_j recomputed from the stored counts for scaled DRAM / SRAM energies (same mappings)."""
+    out = df.copy()
+    for conv, idx in out.groupby("convention").groups.items():
+        sub = out.loc[idx]
+        counts = {k: sub[k].to_numpy() for k in COUNT_KEYS}
+        hw = Hardware("", 1, 1.0, 2.0, 1.0, 1.0, 1, sub.dram_pj_bit.to_numpy() * dram_scale,
+                      sub.sram_pj_bit.to_numpy() * sram_scale, sub.mac_pj.to_numpy(), sub.exp_pj.to_numpy(),
+                      sub.simple_pj.to_numpy())
+        out.loc[idx, "energy_j"] = energy_j(counts, hw, conv)
+    return out
+
+
+def compare(df: pd.DataFrame, baseline: str = "flex") -> pd.DataFrame:
+    """FLAT-Opt against ``baseline`` per point and convention: speedup (attention L+A), energy ratio and
+    saving (%), end-to-end speedup and the baseline's L+A share when the table has e2e columns."""
+    keys = ["platform", "buffer_bytes", "model", "seq", "convention"]
+    f = df[df.dataflow == "flat"].set_index(keys)
+    b = df[df.dataflow == baseline].set_index(keys)
+    out = pd.DataFrame(index=f.index)
+    out["speedup"] = b.latency_s / f.latency_s
+    out["energy_ratio"] = f.energy_j / b.energy_j
+    out["energy_saving"] = 100 * (1 - out.energy_ratio)
+    out["traffic_ratio"] = b.dram_bytes / f.dram_bytes
+    for c in ("granularity", "rows", "spilled", "bound"):
+        out[f"flat_{c}"] = f[c]
+    out["base_bound"] = b.bound
+    if "e2e_s" in df:
+        out["e2e_speedup"] = b.e2e_s / f.e2e_s
+        out["base_share"] = 100 * b.latency_s / b.e2e_s
+        out["flat_share"] = 100 * f.latency_s / f.e2e_s
+    return out.reset_index()
+
+
+def geomean(x) -> float:
+    x = np.asarray(list(x), float)
+    if x.size == 0 or np.any(~np.isfinite(x)) or np.any(x <= 0):
+        raise ValueError("geomean needs finite positive values")
+    return float(np.exp(np.mean(np.log(x))))
+
+
+def summary(cmp: pd.DataFrame, *, platform: str, convention: str, seqs=None, buffer_bytes=None) -> dict:
+    """Geometric-mean speedup and the saving of the geometric-mean energy ratio over the rows selected."""
+    sel = (cmp.platform == platform) & (cmp.convention == convention)
+    if seqs is not None:
+        sel &= cmp.seq.isin(list(seqs))
+    if buffer_bytes is not None:
+        sel &= np.isclose(cmp.buffer_bytes, buffer_bytes)
+    sub = cmp[sel]
+    if sub.empty:
+        raise ValueError(f"no grid points for platform={platform}, convention={convention}, seqs={seqs}")
+    out = dict(speedup=geomean(sub.speedup), energy_saving=100 * (1 - geomean(sub.energy_ratio)), n=len(sub))
+    if "e2e_speedup" in sub:
+        out["e2e_speedup"] = geomean(sub.e2e_speedup)
+        out["base_share"] = float(sub.base_share.mean())
+    return out
+
+
+# ----------------------------------------------------------------------------- assumption sweep
+def sweep(points, *, batch: int = FLAT_BATCH, e2e: bool = False, assumptions=None) -> dict:
+    """The grid of ``points`` under the default assumptions and with each labelled assumption of
+    `ASSUMPTIONS` changed one at a time: {(assumption, value): table}; the default is (None, None).
+    Energy scales reuse the default mappings (energies recomputed from the counts); the 1D-array width
+    only changes the full accounting (FLAT's convention gives the softmax unlimited 1D compute)."""
+    assumptions = ASSUMPTIONS if assumptions is None else assumptions
+    base = run(points, batch=batch, e2e=e2e)
+    out = {(None, None): base}
+    for name, values in assumptions.items():
+        for v in values[1:]:
+            if name == "DRAM energy scale":
+                out[(name, v)] = with_energy(base, dram_scale=v)
+            elif name == "SRAM energy scale":
+                out[(name, v)] = with_energy(base, sram_scale=v)
+            elif name == "overlap":
+                out[(name, v)] = run(points, batch=batch, e2e=e2e, overlap=v)
+            elif name == "1D-array width scale":
+                full = run(points, batch=batch, e2e=e2e, convs=("full",), lanes_scale=v)
+                out[(name, v)] = pd.concat([base[base.convention == "flat"], full], ignore_index=True)
+            else:
+                raise ValueError(f"unknown assumption {name!r}; known: {', '.join(ASSUMPTIONS)}")
+    return out
+
+
+def claim_range(tables: dict, value_of) -> dict:
+    """The assumption range of a claim: ``value_of(table)`` under every variant of `sweep` ->
+    {"lo", "hi", "swept"} (the default included)."""
+    vals = [value_of(t) for t in tables.values()]
+    swept = {}
+    for name, v in tables:
+        if name is not None:
+            swept.setdefault(name, [ASSUMPTIONS[name][0]]).append(v)
+    return dict(lo=float(np.min(vals)), hi=float(np.max(vals)), swept=swept)
+
+
+def timed(fn, *a, **kw):
+    """(result, seconds) of fn(*a, **kw)."""
+    t0 = time.perf_counter()
+    r = fn(*a, **kw)
+    return r, time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- FuseMax cross-check
+#: The FuseMax replica's stationarity labels (Timeloop permutations in src/accel/flat.py of
+#: FPSG-UIUC/micro24-fusemax-artifact) translated into the spatial dimensions used here: QK "output"
+#: puts (rows, keys) on the array, "weight" (d, rows), "input" (d, keys); AV "output" (d, keys),
+#: "weight" (d, rows), "input" (rows, keys).
+FUSEMAX_QK_STAT = {"output": "output", "weight": "input", "input": "weight"}
+FUSEMAX_AV_STAT = {"output": "weight", "weight": "output", "input": "input"}
+FUSEMAX_MODELS = {"BERT": "bert-base", "TrXL": "trxl", "T5": "t5", "XLM": "xlm"}
+
+
+def at_fusemax_mapping(platform_name: str, model: str, seq: int, *, granularity: str, rows: int, k_onchip: bool,
+                       logits_onchip: bool, qk_stationarity: str, av_stationarity: str, batch: int = FLAT_BATCH):
+    """Our FLAT model (FLAT's convention, full overlap: the replica's max(memory, 2D compute) with a free
+    softmax) evaluated at the mapping the FuseMax replica chose (its labels, as in flat_validation.csv)."""
+    from .dataflows import flat_cost
+
+    shape = AttentionShape.from_model(FUSEMAX_MODELS.get(model, model), seq, batch)
+    gran = {"head": "H", "row": "R"}[granularity]
+    return flat_cost(shape, platform(platform_name), granularity=gran, rows=rows if gran == "R" else None,
+                     kv_resident=k_onchip, logits_on_chip=logits_onchip,
+                     qk_stat=FUSEMAX_QK_STAT[qk_stationarity], av_stat=FUSEMAX_AV_STAT[av_stationarity],
+                     conv="flat", overlap=1.0)
