@@ -82,10 +82,15 @@ def test_chunk_bounds_are_upper_bounds_and_tighten(k_bits, chunk):
 
 # ----------------------------------------------------------------------------- reference == vectorised
 @pytest.mark.parametrize("cfg", [
+    tp.PickerConfig(threshold=1e-3, estimator="sequential"),
+    tp.PickerConfig(threshold=1e-2, k_bits=10, chunk_bits=4, v_bits=8, estimator="sequential"),
+    tp.PickerConfig(threshold=3e-2, chunk_bits=6, order="chronological", estimator="sequential"),
+    tp.PickerConfig(threshold=5e-3, chunk_bits=2, order="recent", n_sink=0, estimator="sequential"),
     tp.PickerConfig(threshold=1e-3),
     tp.PickerConfig(threshold=1e-2, k_bits=10, chunk_bits=4, v_bits=8),
-    tp.PickerConfig(threshold=3e-2, chunk_bits=6, order="chronological"),
-    tp.PickerConfig(threshold=5e-3, chunk_bits=2, order="recent", n_sink=0),
+    tp.PickerConfig(threshold=3e-2, chunk_bits=6),
+    tp.PickerConfig(threshold=5e-3, chunk_bits=2),
+    tp.PickerConfig(threshold=0.2, chunk_bits=3),  # above 1/n for long rows: the keep-one fallback
 ])
 def test_reference_and_vectorised_agree(cfg):
     q, k, v = _rand(H=3, T=48, seed=3)
@@ -101,22 +106,24 @@ def test_reference_and_vectorised_agree(cfg):
     assert torch.equal(res.key_chunks, res.chunks.sum(-1).double())
 
 
-def test_multi_threshold_pass_equals_single_runs():
+@pytest.mark.parametrize("estimator", tp.ESTIMATORS)
+def test_multi_threshold_pass_equals_single_runs(estimator):
     q, k, v = _rand(H=3, T=32, seed=5)
-    cfg = tp.PickerConfig()
+    cfg = tp.PickerConfig(estimator=estimator)
     multi = tp.token_pick(q, k, v, cfg, causal=True, kv_groups=3, thresholds=[1e-3, 1e-2])
     for t, r in zip([1e-3, 1e-2], multi):
-        one = tp.token_pick(q, k, v, tp.PickerConfig(threshold=t), causal=True, kv_groups=3)
-        for f in ("n_kept", "key_chunks", "n_full", "kv_key_chunks", "kv_n_values", "out"):
+        one = tp.token_pick(q, k, v, tp.PickerConfig(threshold=t, estimator=estimator), causal=True, kv_groups=3)
+        for f in ("n_kept", "key_chunks", "n_full", "n_oracle", "kv_key_chunks", "kv_n_values", "out"):
             assert torch.allclose(getattr(r, f), getattr(one, f), rtol=1e-12, atol=1e-12), f
 
 
 # ----------------------------------------------------------------------------- the guarantee
 @pytest.mark.parametrize("thr", [1e-4, 1e-3, 1e-2, 0.1])
-@pytest.mark.parametrize("tile", [1, 4])
-def test_pruned_tokens_are_below_threshold_random(thr, tile):
+@pytest.mark.parametrize("variant", ["paper", ("sequential", 1), ("sequential", 4)])
+def test_pruned_tokens_are_below_threshold_random(thr, variant):
+    estimator, tile = (variant, 1) if variant == "paper" else variant
     q, k, v = _rand(H=3, T=64, seed=int(thr * 1e4) + tile)
-    cfg = tp.PickerConfig(threshold=thr)
+    cfg = tp.PickerConfig(threshold=thr, estimator=estimator)
     res = tp.token_pick(q, k, v, cfg, causal=True, tile=tile, return_masks=True)
     n = _assert_guarantee(q, k, res.kept.numpy(), cfg)
     assert n > 0  # the test must exercise pruning
@@ -127,11 +134,16 @@ def test_pruned_tokens_are_below_threshold_random(thr, tile):
     np.testing.assert_allclose(res.pruned_mass.numpy(), mass, atol=1e-10)
     n_pruned = (allowed & ~res.kept.numpy()).sum(-1)
     assert np.all(mass <= n_pruned * thr + 1e-12)
+    # the oracle: tokens at or above the threshold, all of them kept (the guarantee's contrapositive)
+    oracle = (allowed & (p >= thr)).sum(-1)
+    np.testing.assert_array_equal(res.n_oracle.numpy(), oracle)
+    assert np.all(res.n_kept.numpy() >= oracle)
 
 
-def test_threshold_zero_is_dense_quantised_attention():
+@pytest.mark.parametrize("estimator", tp.ESTIMATORS)
+def test_threshold_zero_is_dense_quantised_attention(estimator):
     q, k, v = _rand(H=2, T=24, seed=9)
-    cfg = tp.PickerConfig(threshold=0.0, v_bits=8)
+    cfg = tp.PickerConfig(threshold=0.0, v_bits=8, estimator=estimator)
     res = tp.token_pick(q, k, v, cfg, causal=True, return_masks=True)
     assert bool(res.kept[:, :, torch.tril(torch.ones(24, 24, dtype=torch.bool))].all())
     ki, ks = tp.quantize(k, cfg.k_bits)
@@ -147,7 +159,7 @@ def test_adversarial_ties_and_all_equal_scores():
     q = np.zeros((1, 1, 1, d))
     k = np.random.default_rng(2).normal(size=(1, 1, T, d))
     v = np.random.default_rng(3).normal(size=(1, 1, T, d))
-    cfg = tp.PickerConfig(threshold=0.1)
+    cfg = tp.PickerConfig(threshold=0.1, estimator="sequential")
     res = tp.token_pick(q, k, v, cfg, return_masks=True)
     # keeps tokens while 1/(n+1) >= 0.1 (exact tie at n = 9 is kept: never prune on a tie), i.e. 10 tokens
     assert int(res.n_kept.sum()) == 10
@@ -160,16 +172,91 @@ def test_adversarial_ties_and_all_equal_scores():
     res2 = tp.token_pick(q1, k_same, v, cfg, return_masks=True)
     assert int(res2.n_kept.sum()) == 10
     _assert_guarantee(q1, k_same, res2.kept.numpy(), cfg, causal=False)
+    # the paper's estimator: every bound is exactly 1/40 < 0.1, so all are pruned and the fallback keeps
+    # one token (the output stays defined); with a threshold of exactly 1/40 nothing is pruned (tie)
+    paper = tp.PickerConfig(threshold=0.1)
+    res3 = tp.token_pick(q, k, v, paper, return_masks=True)
+    assert int(res3.n_kept.sum()) == 1 and int(res3.n_oracle.sum()) == 0
+    np.testing.assert_array_equal(tp.pick_reference(q[0, 0, 0], k[0, 0], v[0, 0], paper).kept, res3.kept[0, 0, 0].numpy())
+    res4 = tp.token_pick(q, k, v, tp.PickerConfig(threshold=1 / T, margin=1e-9), return_masks=True)
+    assert int(res4.n_kept.sum()) == T
 
 
-def test_adversarial_huge_scores():
+@pytest.mark.parametrize("estimator", tp.ESTIMATORS)
+def test_adversarial_huge_scores(estimator):
     q, k, v = _rand(H=2, T=32, seed=11)
     q, k = q * 1e3, k * 1e3  # scores ~1e6: softmax is one-hot
-    cfg = tp.PickerConfig(threshold=1e-3)
+    cfg = tp.PickerConfig(threshold=1e-3, estimator=estimator)
     res = tp.token_pick(q, k, v, cfg, causal=True, return_masks=True)
     _assert_guarantee(q, k, res.kept.numpy(), cfg)
     assert float(res.pruning_ratio) > 3
     assert np.all(np.isfinite(res.out.numpy()))
+    # the readable references never overflow (bounds differ by ~1e6 nats) and agree with the fast one
+    for i in (0, 5, 31):
+        ref = tp.pick_reference(q[0, 1, i], k[0, 1, :i + 1], v[0, 1, :i + 1], cfg)
+        assert np.all(np.isfinite(ref.out)) and np.all(np.isfinite(ref.bounds))
+        np.testing.assert_array_equal(ref.kept, res.kept[0, 1, i, :i + 1].numpy())
+
+
+@pytest.mark.parametrize("estimator", tp.ESTIMATORS)
+def test_adversarial_decoys_and_sign_patterns(estimator):
+    """Keys built to make the first chunk misleading: large low bits (the first chunk says 'small'),
+    alternating signs (q.hi cancels), many near-threshold tokens, one dominant token far back."""
+    rng = np.random.default_rng(29)
+    T, d = 96, 16
+    q = rng.normal(size=(1, 2, T, d)) * 3
+    k = rng.normal(size=(1, 2, T, d))
+    k[..., ::7, :] = np.sign(q[..., ::7, :]) * 0.9         # aligned with some queries
+    k[..., 1::5, :] = -k[..., 1::5, :] * 1e-3               # tiny keys: all information in the low bits
+    k[..., 40, :] = 4 * np.sign(rng.normal(size=d))        # a dominant far-back token
+    k[..., 2::2, ::2] *= -1                                # alternating sign patterns
+    v = rng.normal(size=(1, 2, T, d))
+    for thr in (1 / 96, 2e-3, 5e-2):
+        cfg = tp.PickerConfig(threshold=thr, chunk_bits=3, estimator=estimator)
+        res = tp.token_pick(q, k, v, cfg, causal=True, return_masks=True)
+        assert _assert_guarantee(q, k, res.kept.numpy(), cfg) > 0
+
+
+def test_one_chunk_paper_estimator_is_the_oracle():
+    """With chunk_bits == k_bits (one chunk) every bound is the exact score, so the paper's Eq. 5 bound
+    is the exact probability: the kept set is exactly the oracle set (p >= threshold)."""
+    q, k, v = _rand(H=3, T=50, seed=31)
+    for thr in (1e-3, 1e-2, 5e-2):
+        cfg = tp.PickerConfig(threshold=thr, k_bits=12, chunk_bits=12, margin=0.0)
+        res = tp.token_pick(q, k, v, cfg, causal=True, return_masks=True)
+        p = tp.quantised_probs(q, k, cfg, causal=True)
+        allowed = np.tril(np.ones((50, 50), bool))
+        np.testing.assert_array_equal(res.kept.numpy(), allowed & (p >= thr))
+        np.testing.assert_array_equal(res.n_kept.numpy(), res.n_oracle.numpy())
+
+
+def test_paper_estimator_fetches_at_least_the_first_chunk_and_bounds_tighten():
+    q, k, v = _rand(H=3, T=64, seed=37)
+    cfg = tp.PickerConfig(threshold=1e-2)
+    res = tp.token_pick(q, k, v, cfg, causal=True, return_masks=True)
+    allowed = torch.tril(torch.ones(64, 64, dtype=torch.bool))
+    ch = res.chunks[:, :, allowed]
+    assert bool((ch >= 1).all()) and bool((ch <= cfg.n_chunks).all())
+    assert bool((res.chunks[:, :, ~allowed] == 0).all())
+    assert bool((ch[res.kept[:, :, allowed]] == cfg.n_chunks).all())  # kept tokens: whole key read
+    k_int, k_step = tp.quantize(torch.as_tensor(k), cfg.k_bits)
+    lowers, uppers = tp.chunk_score_bounds(torch.as_tensor(q), k_int, k_step, 0.25, cfg)
+    exact = lowers[-1]
+    assert torch.equal(lowers[-1], uppers[-1])
+    tol = 1e-12 * (1 + exact.abs())
+    for m in range(cfg.n_chunks - 1):
+        assert bool((lowers[m] <= exact + tol).all()) and bool((uppers[m] >= exact - tol).all())
+        assert bool((lowers[m + 1] >= lowers[m] - tol).all()) and bool((uppers[m + 1] <= uppers[m] + tol).all())
+
+
+def test_paper_prunes_more_than_sequential_on_a_long_row():
+    """The lower-bound denominator over all tokens is large from the start; the sequential running sum
+    starts at zero. On long rows with a few large scores the paper's estimator keeps fewer tokens."""
+    q, k, v = _rand(H=3, T=256, seed=41)
+    kw = dict(causal=True)
+    paper = tp.token_pick(q, k, v, tp.PickerConfig(threshold=1e-3), **kw)
+    seq = tp.token_pick(q, k, v, tp.PickerConfig(threshold=1e-3, estimator="sequential"), **kw)
+    assert paper.n_kept.sum() < seq.n_kept.sum()
 
 
 def test_single_token_and_empty_cache():
@@ -186,9 +273,37 @@ def test_single_token_and_empty_cache():
         tp.token_pick(q * np.nan, k, v, cfg)
 
 
-def test_additive_mask_and_padding():
+@pytest.mark.parametrize("estimator", tp.ESTIMATORS)
+def test_bad_input_gets_a_clear_error(estimator):
+    q, k, v = _rand(H=2, T=8, seed=43)
+    cfg = tp.PickerConfig(estimator=estimator)
+    for scale in (float("nan"), float("inf"), 0.0, -0.5, "big"):
+        with pytest.raises(ValueError, match="scale must be a finite positive number"):
+            tp.token_pick(q, k, v, cfg, scale=scale)
+        with pytest.raises(ValueError, match="scale must be a finite positive number"):
+            tp.pick_reference(q[0, 0, 0], k[0, 0], v[0, 0], cfg, scale=scale)
+    for g in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="kv_groups must be an integer >= 1"):
+            tp.token_pick(q, k, v, cfg, kv_groups=g)
+    with pytest.raises(ValueError, match="must divide"):
+        tp.token_pick(q, k, v, cfg, kv_groups=3)
+    nan_mask = np.zeros((1, 1, 8, 8)); nan_mask[0, 0, 3, 2] = np.nan
+    with pytest.raises(ValueError, match="float mask contains NaN"):
+        tp.token_pick(q, k, v, cfg, mask=torch.as_tensor(nan_mask))
+    for shape in ((1, 1, 8, 7), (1, 3, 8, 8), (2, 1, 8, 8), (8, 9), (1, 1, 1, 8, 8)):
+        with pytest.raises(ValueError, match="mask"):
+            tp.token_pick(q, k, v, cfg, mask=torch.zeros(shape))
+    # broadcastable masks are accepted
+    tp.token_pick(q, k, v, cfg, mask=torch.zeros((8, 8)))
+    tp.token_pick(q, k, v, cfg, mask=torch.zeros((1, 2, 1, 8)))
+    with pytest.raises(ValueError, match="unknown estimator"):
+        tp.PickerConfig(estimator="magic")
+
+
+@pytest.mark.parametrize("estimator", tp.ESTIMATORS)
+def test_additive_mask_and_padding(estimator):
     q, k, v = _rand(H=2, T=20, seed=13)
-    cfg = tp.PickerConfig(threshold=1e-2)
+    cfg = tp.PickerConfig(threshold=1e-2, estimator=estimator)
     mask = np.where(np.tril(np.ones((20, 20), bool)), 0.0, np.finfo(np.float32).min)[None, None]
     a = tp.token_pick(q, k, v, cfg, mask=torch.as_tensor(mask))
     b = tp.token_pick(q, k, v, cfg, causal=True)
@@ -202,10 +317,12 @@ def test_additive_mask_and_padding():
     assert p[pruned].max() < cfg.threshold
 
 
-def test_gqa_union_counts():
+@pytest.mark.parametrize("estimator", tp.ESTIMATORS)
+def test_gqa_union_counts(estimator):
     q, k, v = _rand(H=6, T=30, seed=17)
     k = np.repeat(k[:, ::3], 3, axis=1); v = np.repeat(v[:, ::3], 3, axis=1)  # 2 KV heads x 3 query heads
-    res = tp.token_pick(q, k, v, tp.PickerConfig(threshold=1e-2), causal=True, kv_groups=3, return_masks=True)
+    res = tp.token_pick(q, k, v, tp.PickerConfig(threshold=1e-2, estimator=estimator), causal=True, kv_groups=3,
+                        return_masks=True)
     kept = res.kept.numpy().reshape(1, 2, 3, 30, 30)
     chunks = res.chunks.numpy().reshape(1, 2, 3, 30, 30)
     np.testing.assert_array_equal(res.kv_n_values.numpy(), kept.any(2).sum(-1))
@@ -268,8 +385,67 @@ def test_make_attn_fn_prefill_rows_are_exact():
 
 
 # ----------------------------------------------------------------------------- real captured tensors
+# ----------------------------------------------------------------------------- experiment helpers
+def test_window_ratio_conventions_closed_form():
+    num = np.array([[[10.0, 30.0]], [[20.0, 20.0]]])  # (windows, 1, 2)
+    den = np.array([[[1.0, 5.0]], [[2.0, 4.0]]])
+    np.testing.assert_allclose(tp.window_ratio(num, den, "ratio of sums"), [40 / 6, 40 / 6])
+    np.testing.assert_allclose(tp.window_ratio(num, den, "mean of ratios"), [(10 + 6) / 2, (10 + 5) / 2])
+    v, iv = tp.ratio_interval(num, den, "ratio of sums")
+    assert v == pytest.approx(80 / 12) and iv.n == 2
+    # identical windows: the bootstrap interval collapses on the value
+    v2, iv2 = tp.ratio_interval(np.repeat(num[:1], 5, 0), np.repeat(den[:1], 5, 0), "mean of ratios")
+    assert iv2.lo == pytest.approx(8.0) and iv2.hi == pytest.approx(8.0) and v2 == pytest.approx(8.0)
+    with pytest.raises(ValueError, match="convention"):
+        tp.window_ratio(num, den, "median")
+
+
+def test_interpolate_threshold_on_a_power_law():
+    t = np.geomspace(1e-4, 1e-1, 7)
+    ratio = 3.0 * (t / 1e-4) ** 0.5  # log-linear: interpolation is exact
+    target = 3.0 * (2e-3 / 1e-4) ** 0.5
+    assert tp.interpolate_threshold(t, ratio, target) == pytest.approx(2e-3, rel=1e-9)
+    assert tp.interpolate_threshold(t, ratio, 1.0) is None and tp.interpolate_threshold(t, ratio, 1e6) is None
+
+
+def test_book_windows_join_consecutive_chapters():
+    from types import SimpleNamespace
+
+    def tok(text, add_special_tokens=False):
+        return {"input_ids": [int(w) for w in text.split()]}
+
+    rm = SimpleNamespace(kind="decoder", max_positions=100, add_bos=True, bos_token_id=-1, tokenizer=tok)
+    recs = [dict(book="A", chapter=2, text="5 6 7 8"), dict(book="A", chapter=1, text="1 2 3 4"),
+            dict(book="B", chapter=1, text="11 12 13 14 15 16 17")]
+    wins, books = tp.book_windows(rm, recs, 4, 3)
+    # chapters joined in order (1 then 2), windows of 3 text tokens + BOS, books taken in turn
+    assert wins == [[-1, 1, 2, 3], [-1, 11, 12, 13], [-1, 4, 5, 6]] and books == ["A", "B", "A"]
+    with pytest.raises(ValueError, match="only"):
+        tp.book_windows(rm, recs, 4, 10)
+
+
+def test_make_stats_fn_exact_output_and_row_subsets():
+    q, k, v = (torch.as_tensor(a, dtype=torch.float32) for a in _rand(H=3, T=24, seed=47))
+    mask = torch.where(torch.tril(torch.ones(24, 24, dtype=torch.bool)), 0.0, float("-inf"))[None, None]
+    a, b = tp.StatsCollector(), tp.StatsCollector()
+    rows = [7, 15, 23]
+    fn = tp.make_stats_fn([dict(cfg=tp.PickerConfig(), thresholds=[1e-3, 1e-2], collector=a),
+                           dict(cfg=tp.PickerConfig(estimator="sequential"), thresholds=[1e-2], collector=b,
+                                rows=[23])], rows, kv_groups=3)
+    out = fn(q, k, v, mask, 0.25, layer=0)
+    ref = attention(q.double().numpy(), k.double().numpy(), v.double().numpy(), causal=True, scale=0.25)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-5)
+    assert a.arrays()[0]["n_context"].shape == (1, 2, 1, 3, 3)
+    np.testing.assert_array_equal(a.arrays()[0]["n_context"][0, 0, 0, 0], [8, 16, 24])
+    assert b.arrays()[0]["n_kept"].shape == (1, 1, 1, 3, 1)
+    with pytest.raises(ValueError, match="subset"):
+        tp.make_stats_fn([dict(cfg=tp.PickerConfig(), thresholds=[1e-3], collector=a, rows=[3])], rows)
+
+
+# ----------------------------------------------------------------------------- real captured tensors
 @pytest.mark.models
-def test_guarantee_on_real_captured_tensors():
+@pytest.mark.parametrize("estimator", tp.ESTIMATORS)
+def test_guarantee_on_real_captured_tensors(estimator):
     from attnlib import data, evaluate, models
 
     try:
@@ -281,16 +457,18 @@ def test_guarantee_on_real_captured_tensors():
     G = rm.n_heads // rm.n_kv_heads
     for cap in caps:
         for thr in (1e-3, 1e-2):
-            cfg = tp.PickerConfig(threshold=thr)
+            cfg = tp.PickerConfig(threshold=thr, estimator=estimator)
             res = tp.token_pick(cap.q, cap.k, cap.v, cfg, mask=cap.mask, scale=cap.scale, kv_groups=G,
                                 return_masks=True)
             n = _assert_guarantee(cap.q.double().numpy(), cap.k.double().numpy(), res.kept.numpy(), cfg,
                                   scale=cap.scale)
             assert n > 0
+            assert bool((res.n_kept >= res.n_oracle).all())
             h, i = 4, 63
             ref = tp.pick_reference(cap.q[0, h, i], cap.k[0, h], cap.v[0, h], cfg, scale=cap.scale)
             np.testing.assert_array_equal(ref.kept, res.kept[0, h, i].numpy())
         # with a tiny threshold the output is close to the model's own attention (quantisation only)
-        res = tp.token_pick(cap.q, cap.k, cap.v, tp.PickerConfig(threshold=1e-6), mask=cap.mask, scale=cap.scale)
+        res = tp.token_pick(cap.q, cap.k, cap.v, tp.PickerConfig(threshold=1e-6, estimator=estimator),
+                            mask=cap.mask, scale=cap.scale)
         exact = (cap.probs.double() @ cap.v.double()).numpy()
         assert np.abs(res.out.numpy() - exact).max() < 0.05 * max(1.0, np.abs(exact).max())
