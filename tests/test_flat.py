@@ -304,3 +304,32 @@ def test_every_grid_row_of_the_reference_table():
         else:
             assert 1 - LATENCY_TOL <= ratio <= OFFCHIP_ROW_MAX, (r.platform, r.models, r.seq_len, ratio)
     assert n_same >= 40
+
+
+# ----------------------------------------------------------------------------- claim records
+def test_claim_records_are_valid_claims_with_headline_and_full_accounting_rows():
+    from attnlib.claims import Recorder
+    from attnlib.flat import paper_claims
+
+    models, seqs = ("t5",), (512, 4096, 16384, 65536)
+    sweeps = {"grid": flat.sweep(flat.grid_points(models=models, seqs=seqs), e2e=True),
+              "table4": flat.sweep([("cloud", b, "t5", 512) for b in flat.TABLE4_BUFFERS], e2e=True),
+              "scarce": flat.sweep(flat.grid_points(platforms=("edge",), models=models, seqs=(512,),
+                                                    buffers=(20 * 1024, 200 * 1024)), e2e=True)}
+    specs = paper_claims.specs(models, seqs, scarce_buffers=(20 * 1024, 200 * 1024))
+    rec = Recorder("03_flat", "FLAT", profile="quick")
+    claims = [rec.claim(**kw) for kw in paper_claims.claim_records(sweeps, specs, dict(lanes="L", energies="E"))]
+    ids = {c.claim_id for c in claims}
+    heads = {c.claim_id for c in claims if c.role == "headline"}
+    assert {"edge_speedup", "cloud_speedup", "v7_edge_speedup", "t4_200k_e2e", "scarce_memory_speedup", "share_65536"} <= heads
+    assert all(f"{h}_full" in ids for h in heads)
+    assert all(c.of in heads for c in claims if c.role == "alternative")
+    for c in claims:
+        assert c.assumption_range["lo"] <= c.reproduced <= c.assumption_range["hi"]
+        assert c.interval["method"] == "none" and c.deviations
+        assert c.params["convention"] == ("full" if c.claim_id.endswith("_full") else "flat")
+    by = {c.claim_id: c for c in claims}
+    # the same computation behind the abstract and v7 rows, against different paper values
+    assert by["edge_speedup"].reproduced == by["v7_edge_speedup"].reproduced
+    # FLAT-Opt contains FLEX-Opt's mapping: never slower
+    assert all(by[h].reproduced >= 1 - 1e-9 for h in heads if by[h].unit == "x" and "naive" not in h)
