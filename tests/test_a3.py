@@ -199,3 +199,154 @@ def test_cpu_kernels_are_exact_attention():
     np.testing.assert_allclose(a3.cpu_exact_single(q[1], k, v, s), attention(q, k, v)[1], atol=1e-12)
     t = a3.measure_cpu(n=16, d=8, n_queries=4, repeats=2)
     assert t.single_s > 0 and t.batched_s > 0
+
+
+# ----------------------------------------------------------------------------- ties, threshold, helpers
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("M", [1, 3, 7, 15, 40])
+def test_vectorised_matches_step_by_step_on_quantised_ties(seed, M):
+    """Quantised (integer) keys and queries make many equal products; the vectorised search must take
+    the same tied products as the comparator tree (lower column first, then the pointer's order)."""
+    rng = np.random.default_rng(100 + seed)
+    n, d = 23, 6
+    q = rng.integers(-2, 3, size=(5, d)).astype(float)
+    k = rng.integers(-2, 3, size=(n, d)).astype(float)
+    v = rng.standard_normal((n, 3))
+    res = a3.a3_attention(q, k, v, M=M, T=1.0, scale=1.0, return_sets=True)
+    split_ties = 0
+    for i in range(q.shape[0]):
+        ref = a3.a3_single_query_reference(q[i], k, v, M=M, T=1.0, scale=1.0)
+        assert np.array_equal(np.flatnonzero(res.candidates[i].numpy()), ref["candidates"]), (i, M)
+        assert np.array_equal(np.flatnonzero(res.survivors[i].numpy()), ref["survivors"])
+        assert int(res.max_picks[i]) == ref["max_picks"] and int(res.min_picks[i]) == ref["min_picks"]
+        np.testing.assert_allclose(res.out[i].numpy(), ref["out"], rtol=1e-12, atol=1e-12)
+        prods = np.sort((q[i] * k)[(q[i] * k) > 0])[::-1]
+        if M < prods.size and prods[M - 1] == prods[M]:
+            split_ties += 1
+    if M in (3, 7, 15):
+        assert split_ties > 0  # the case under test really occurs
+
+
+def test_tie_order_decides_partial_scores():
+    """Two rows with equal products in one column and M = 1: the comparator tree walks a column with
+    q_j > 0 from the stably sorted end, i.e. the HIGHER row among equal keys first."""
+    k = np.array([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
+    q = np.array([1.0, 0.0])
+    ref = a3.a3_single_query_reference(q, k, np.eye(3), M=1, scale=1.0)
+    res = a3.a3_attention(q[None], k, np.eye(3), M=1, scale=1.0, return_sets=True)
+    assert list(ref["candidates"]) == [1]
+    assert list(np.flatnonzero(res.candidates[0].numpy())) == [1]
+    # with a negative query component the same column is walked from the other end: row 0 first
+    ref_neg = a3.a3_single_query_reference(-q, -k, np.eye(3), M=1, scale=1.0)
+    res_neg = a3.a3_attention(-q[None], -k, np.eye(3), M=1, scale=1.0, return_sets=True)
+    assert list(ref_neg["candidates"]) == list(np.flatnonzero(res_neg.candidates[0].numpy()))
+
+
+def test_candidate_sweep_matches_a3_attention_on_ties():
+    rng = np.random.default_rng(9)
+    q, k = (rng.integers(-2, 3, size=(2, 15, 4)).astype(float) for _ in range(2))
+    sw = a3.candidate_sweep(q, k, Ms=[2, 5, 9], Ts=(1.0,), scale=1.0)
+    for i, M in enumerate([2, 5, 9]):
+        res = a3.a3_attention(q, k, k, M=M, T=1.0, scale=1.0)
+        assert np.array_equal(sw["n_candidates"][i], res.n_candidates.reshape(-1).numpy())
+        assert np.array_equal(sw["n_survivors@1"][i], res.n_survivors.reshape(-1).numpy())
+
+
+def test_weight_threshold_conversion():
+    assert a3.margin_from_weight(1.0) == 0.0
+    assert a3.margin_from_weight(0.001) == pytest.approx(math.log(1000))
+    assert a3.margin_from_weight(0.0) == math.inf
+    assert a3.weight_from_margin(a3.margin_from_weight(0.05)) == pytest.approx(0.05)
+    # lower weight threshold = more conservative = more survivors
+    rng = np.random.default_rng(10)
+    q, k, v = rng.standard_normal((8, 8)), rng.standard_normal((40, 8)), rng.standard_normal((40, 2))
+    cons = a3.a3_attention(q, k, v, M=200, T=a3.margin_from_weight(0.001))
+    aggr = a3.a3_attention(q, k, v, M=200, T=a3.margin_from_weight(0.2))
+    assert (cons.n_survivors >= aggr.n_survivors).all() and (cons.n_survivors > aggr.n_survivors).any()
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="weight threshold"):
+            a3.margin_from_weight(bad)
+
+
+def test_matched_setting_picks_the_band():
+    ms = [0.05, 0.1, 0.2, 0.5]
+    assert a3.matched_setting(ms, [12.0, 8.6, 3.0, 0.2], (8.0, 9.0)) == (0.1, 8.6)
+    # nothing inside: the nearest to the band
+    assert a3.matched_setting(ms, [12.0, 5.0, 2.0, 0.2], (1.0, 1.6)) == (0.2, 2.0)
+    # two inside: the one nearest the middle
+    assert a3.matched_setting(ms, [9.0, 1.5, 1.25, 0.2], (1.0, 1.6))[0] == 0.2
+    with pytest.raises(ValueError):
+        a3.matched_setting(ms, [1.0], (1.0, 1.6))
+
+
+def test_stream_arrays_equal_per_query_pipelines():
+    hw = a3.A3Hardware(exp_overlap=0.5, select_iter_per_cycle=0.5)
+    n, m, c, s = np.array([320, 200, 64]), np.array([40, 30, 8]), np.array([20, 50, 10]), np.array([5, 9, 10])
+    arr = a3.stream_arrays(n, m, c, s, d=64, hw=hw)
+    for i in range(3):
+        b, p = a3.base_pipeline(n[i], 64, hw), a3.approx_pipeline(n[i], m[i], c[i], s[i], 64, hw)
+        assert arr["base_interval"][i] == pytest.approx(b.interval_cycles)
+        assert arr["approx_latency"][i] == pytest.approx(p.latency_cycles)
+        assert arr["approx_energy"][i] == pytest.approx(p.energy_pj)
+    sc = a3.stream_costs(n, m, c, s, d=64, hw=hw)
+    assert sc["throughput_speedup"] == pytest.approx(arr["base_interval"].sum() / arr["approx_interval"].sum())
+
+
+def test_latency_overlap_and_selection_rate_closed_form():
+    hw = a3.A3Hardware(sort_amortised=False, exp_overlap=1.0, select_iter_per_cycle=0.5)
+    p = a3.approx_pipeline(320, 40, 30, 12, 64, hw)
+    assert p.interval_cycles == 80                       # 40 iterations at half an iteration per cycle
+    assert p.latency_cycles == 80 + 30 + 30 + 12 - 12 + 4 * hw.pipeline_fill
+    b = a3.base_pipeline(320, 64, hw)
+    assert b.latency_cycles == 3 * 320 - 320 + 3 * hw.pipeline_fill
+    with pytest.raises(ValueError):
+        a3.A3Hardware(exp_overlap=1.5)
+
+
+def test_selection_energy_is_a_tree_update_per_pick():
+    hw = a3.A3Hardware()
+    e = hw.e()
+    p1 = a3.approx_pipeline(320, 10, 5, 5, 64, hw).modules[0].energy_pj
+    p2 = a3.approx_pipeline(320, 11, 5, 5, 64, hw).modules[0].energy_pj
+    per_pick = (e["mult"] + 6 * e["cmp"] + e["add"] + 2 * hw.score_bits * e["rf_bit"]
+                + (hw.bits + e["idx_bits"]) * e["sram_sorted_bit"])
+    assert p2 - p1 == pytest.approx(2 * per_pick)          # one max and one min pick per iteration
+    # exp priced at its precision: 16-bit fixed point below the fp32 table entry
+    assert a3.A3Hardware(exp_bits=16).e()["exp"] < a3.A3Hardware(exp_bits=32).e()["exp"] == energy_pj("fp32_exp", 40)
+
+
+def test_speedups_interval_and_assumption_range():
+    counts = dict(n_allowed=np.full(50, 320.0), m=np.full(50, 40.0), candidates=np.full(50, 30.0),
+                  survivors=np.full(50, 10.0))
+    sp = a3.speedups(counts, d=64, n_resamples=200)
+    pt, iv = sp["throughput"]
+    assert pt == pytest.approx(320 / (40 + math.log2(320)))
+    assert iv.lo == pytest.approx(pt) and iv.hi == pytest.approx(pt)   # identical queries: no spread
+    ar = a3.speedup_assumption_range(counts, d=64)
+    assert ar["throughput"]["lo"] <= pt <= ar["throughput"]["hi"]
+    # slowest: half-rate selection with the amortised sort share on the critical path
+    assert ar["throughput"]["lo"] == pytest.approx(320 / (80 + math.log2(320)))
+    # varied queries give a real interval around the point
+    rng = np.random.default_rng(0)
+    counts["m"] = rng.integers(10, 200, 50).astype(float)
+    pt, iv = a3.speedups(counts, d=64, n_resamples=500)["throughput"]
+    assert iv.lo < pt < iv.hi
+
+
+def test_energy_efficiency_closed_form_and_power_range():
+    ee = a3.energy_efficiency([2e-5, 2e-5, 2e-5], [1e3, 1e3], power_w=15.0, power_sweep=(5.0, 125.0), n_resamples=200)
+    assert ee["point"] == pytest.approx(15 * 2e-5 / 1e-9)
+    assert ee["interval"].lo == pytest.approx(ee["point"]) and ee["interval"].hi == pytest.approx(ee["point"])
+    assert ee["assumption_range"]["lo"] == pytest.approx(5 * 2e-5 / 1e-9)
+    assert ee["assumption_range"]["hi"] == pytest.approx(125 * 2e-5 / 1e-9)
+    assert ee["assumption_range"]["swept"]["cpu_power_w"] == [5.0, 15.0, 125.0]
+    with pytest.raises(ValueError):
+        a3.energy_efficiency([1e-5], [1e3], power_w=15.0, power_sweep=(5.0,))
+
+
+def test_measure_cpu_keeps_repetitions_threads_and_load():
+    t = a3.measure_cpu(n=16, d=8, n_queries=4, repeats=3)
+    assert set(t.runs) and all(len(r["single"]) == 3 and len(r["batched"]) == 3 for r in t.runs.values())
+    assert t.single_s == pytest.approx(np.median(t.reps("single")))
+    assert t.single_threads in t.runs and t.batched_threads in t.runs
+    assert t.load_before["cpus"] >= 1 and np.isfinite(t.load_after["load1"])

@@ -1,5 +1,4 @@
-"""A3 (Ham et al., HPCA 2020, arXiv 2002.10941): approximate attention by greedy candidate search, and
-cost models of the base and approximate A3 pipelines.
+"""A3 algorithm (Ham et al., HPCA 2020, arXiv 2002.10941): approximate attention by greedy candidate search.
 
 The algorithm (paper card: /work/shared/papers/a3.md; details marked [unconfirmed] there are stated
 here as this module's interpretation):
@@ -16,46 +15,60 @@ here as this module's interpretation):
    score of every row equals its exact dot product. Rows whose partial score is > 0 (``score_floor``)
    become candidates. Because the columns are sorted, the max-side picks of M iterations are exactly
    the M largest positive products of q * K over all (i, j), and the min-side picks the M most
-   negative ones: that is what the vectorised implementation computes with ``topk``.
+   negative ones: that is what the vectorised implementation computes (``topk`` for the M-th value).
+   Ties (equal products, e.g. quantised keys) are broken as the comparator tree does: the lower
+   column index first, and within a column in the pointer's order over the stably sorted column.
 3. Post-scoring: exact (scaled) scores for candidates only; keep those within ``T`` (in logit units)
    of the largest candidate score, i.e. whose softmax weight is at least exp(-T) of the largest one;
-   softmax and the weighted sum of values over the survivors only.
+   softmax and the weighted sum of values over the survivors only. The paper states T as a threshold
+   on a weight (lower T = more conservative); `margin_from_weight` converts: T_logit = -ln(T_weight).
 
 Two implementations:
 - `a3_single_query_reference`: a plain step-by-step version for one query with explicit sorted
   columns, pointers and heaps (for a student; slow).
-- `a3_attention`: vectorised over any leading dims and queries (torch), same results.
+- `a3_attention`: vectorised over any leading dims and queries (torch), same results (ties included).
 `a3_attn_fn` wraps the vectorised version in the AttnFn signature of attnlib.models so the real
 encoder/decoder run with A3 attention in every layer.
-
-Hardware (section "pipeline model" below): the base A3 pipeline (dot-product, exponent, output
-modules) and the approximate pipeline (plus the candidate selection module), as cycles and energy per
-query at a stated clock and node, with energies from the shared table attnlib.hw (node 40 nm).
 """
 from __future__ import annotations
 
 import heapq
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .hw import energy_pj, mac_energy_pj, sram_energy_pj_per_bit
-
 __all__ = [
     "SortedKeys", "preprocess_keys", "a3_single_query_reference", "A3Result", "a3_attention",
-    "resolve_m", "candidate_sweep", "A3Stats", "a3_attn_fn", "A3Hardware", "ModuleCost", "PipelineCost",
-    "base_pipeline", "approx_pipeline", "HW_CONSTANTS", "cpu_exact_single", "cpu_exact_batched",
-    "measure_cpu", "CpuTiming", "mask_to_allowed", "stream_costs", "smallest_setting",
+    "resolve_m", "candidate_sweep", "A3Stats", "a3_attn_fn", "mask_to_allowed", "margin_from_weight",
+    "weight_from_margin",
 ]
+
+#: Version of the algorithm's numerics: part of the cache key of every cached A3 result.
+ALGORITHM_VERSION = "a3-2"
+
+
+def margin_from_weight(t_weight: float) -> float:
+    """The paper's threshold T as a weight in (0, 1] (keep a candidate while exp(s - s_max) >= T)
+    converted to the logit margin `a3_attention` takes: -ln(T). T = 0 keeps everything (margin inf)."""
+    t = float(t_weight)
+    if not 0 <= t <= 1 or math.isnan(t):
+        raise ValueError(f"the weight threshold T must lie in [0, 1] (lower = more conservative), got {t_weight}")
+    return math.inf if t == 0 else -math.log(t)
+
+
+def weight_from_margin(margin: float) -> float:
+    """Inverse of `margin_from_weight`: exp(-margin)."""
+    if not margin >= 0:
+        raise ValueError(f"a logit margin must be >= 0, got {margin}")
+    return math.exp(-margin)
 
 
 # ============================================================================ threads
-#: Torch threads used inside the A3 simulation. The work is many small per-head blocks, which on a
-#: shared 2-core machine ran ~5-10x faster single-threaded than with 2 OpenMP threads (measured here
-#: under load); None keeps torch's setting.
+#: Torch threads used inside the A3 simulation (None keeps torch's setting). The work is many small
+#: per-head blocks: on a shared, loaded 2-core machine one thread ran ~5-10x faster than two OpenMP
+#: threads; on an idle one, with blocks of 4M products, one thread was as fast as two (measured here).
 SIM_THREADS: int | None = 1
 
 
@@ -248,22 +261,79 @@ def _as_tensor(x, dtype=None):
     return t
 
 
-def _greedy_partial(P: torch.Tensor, allowed: torch.Tensor, m_rows: torch.Tensor, d: int):
-    """Greedy partial scores of each row of P (r, n*d products, forbidden ones zero) after m_rows
-    iterations. Returns partial (r, n), max_picks (r,), min_picks (r,)."""
+def _tie_order(qpos: torch.Tensor, n: int, d: int, largest: bool) -> torch.Tensor:
+    """Order key (r, n*d) of every product among equal ones, as the comparator tree picks them: the
+    lower column j first, then the pointer's order in the stably sorted column. Max side: a column with
+    q_j > 0 is walked from its largest key down, so equal keys come in DEcreasing row order; with
+    q_j < 0 in increasing row order. Min side: the reverse."""
+    i = torch.arange(n, device=qpos.device).repeat_interleave(d)          # row of flat index i*d + j
+    j = torch.arange(d, device=qpos.device).repeat(n)                      # column
+    down = qpos[:, j] if largest else ~qpos[:, j]                          # rows visited high -> low
+    within = torch.where(down, (n - 1 - i)[None, :], i[None, :])
+    return j[None, :] * n + within
+
+
+def _take_side(P: torch.Tensor, vm: torch.Tensor, m_rows: torch.Tensor, qpos: torch.Tensor, d: int,
+               largest: bool) -> torch.Tensor:
+    """Bool (r, n*d): the products the greedy search takes on one side in m_rows iterations, given
+    vm (r, 1), the m-th largest (smallest) product. Products strictly beyond vm (and of the right
+    sign) are taken; of the products equal to vm, as many as iterations remain, in `_tie_order`."""
+    sided = P > 0 if largest else P < 0
+    take = (P > vm if largest else P < vm) & sided
+    tie = (P == vm) & sided
+    need = m_rows - take.sum(1)
+    n_tie = tie.sum(1)
+    take |= tie & (need >= n_tie)[:, None]
+    split = ((need > 0) & (need < n_tie)).nonzero().flatten()
+    if split.numel():                   # a tie straddles the M-th pick: take the first `need` in tie order
+        r, nd = P.shape
+        key = _tie_order(qpos[split], nd // d, d, largest)
+        key = torch.where(tie[split], key, torch.full_like(key, nd * d + 1))
+        kth = torch.sort(key, dim=1).values.gather(1, (need[split] - 1)[:, None])
+        take[split] |= tie[split] & (key <= kth)
+    return take
+
+
+def _side_values(P: torch.Tensor, kk: int, largest: bool):
+    """The kk largest (smallest) values of each row of P, sorted, and their flat indices."""
+    return torch.topk(P, kk, dim=1, largest=largest, sorted=True)
+
+
+def _side_partial(P, vals, idx, m_rows, qpos, d, largest):
+    """One side's contribution to the partial scores (r, n) and its picks (r,) after m_rows
+    iterations, from the sorted values/indices of `_side_values` (kk >= max m + 1 where possible).
+    Rows whose m-th and (m+1)-th values tie (the set of picks depends on the tie order) are redone
+    with `_take_side`; elsewhere the first m sorted values are the picks whatever the tie order."""
     r, nd = P.shape
-    n = nd // d
-    mmax = int(min(int(m_rows.max()), nd))
-    rank = torch.arange(mmax, device=P.device)[None, :]
-    within = rank < m_rows[:, None]
-    top_v, top_i = torch.topk(P, mmax, dim=1, largest=True, sorted=True)
-    take_hi = within & (top_v > 0)
-    bot_v, bot_i = torch.topk(P, mmax, dim=1, largest=False, sorted=True)
-    take_lo = within & (bot_v < 0)
-    partial = torch.zeros(r, n, dtype=P.dtype, device=P.device)
-    partial.scatter_add_(1, torch.div(top_i, d, rounding_mode="floor"), torch.where(take_hi, top_v, 0.0))
-    partial.scatter_add_(1, torch.div(bot_i, d, rounding_mode="floor"), torch.where(take_lo, bot_v, 0.0))
-    return partial, take_hi.sum(1), take_lo.sum(1)
+    kk = vals.shape[1]
+    sided = vals > 0 if largest else vals < 0
+    take = (torch.arange(kk, device=P.device)[None, :] < m_rows[:, None]) & sided
+    partial = torch.zeros(r, nd // d, dtype=P.dtype, device=P.device)
+    partial.scatter_add_(1, torch.div(idx, d, rounding_mode="floor"), torch.where(take, vals, torch.zeros_like(vals)))
+    picks = take.sum(1)
+    last = (m_rows - 1).clamp(max=kk - 1)[:, None]
+    nxt = m_rows.clamp(max=kk - 1)[:, None]
+    vm = vals.gather(1, last)
+    split = ((m_rows < kk) & (vm == vals.gather(1, nxt))[:, 0] & sided.gather(1, last)[:, 0]).nonzero().flatten()
+    if split.numel():
+        t = _take_side(P[split], vm[split], m_rows[split], qpos[split], d, largest)
+        partial[split] = (P[split] * t).reshape(len(split), nd // d, d).sum(-1)
+        picks[split] = t.sum(1)
+    return partial, picks
+
+
+def _greedy_from_values(P, hi_vi, lo_vi, m_rows, qpos, d):
+    """Partial scores (r, n) and picks per side after m_rows iterations, from `_side_values` results."""
+    p_hi, n_hi = _side_partial(P, *hi_vi, m_rows, qpos, d, True)
+    p_lo, n_lo = _side_partial(P, *lo_vi, m_rows, qpos, d, False)
+    return p_hi + p_lo, n_hi, n_lo
+
+
+def _greedy_partial(P: torch.Tensor, allowed: torch.Tensor, m_rows: torch.Tensor, d: int, qpos: torch.Tensor):
+    """Greedy partial scores of each row of P (r, n*d products, forbidden ones zero) after m_rows
+    iterations; qpos (r, d) = q_j > 0. Returns partial (r, n), max_picks (r,), min_picks (r,)."""
+    kk = int(min(int(m_rows.max()) + 1, P.shape[1]))
+    return _greedy_from_values(P, _side_values(P, kk, True), _side_values(P, kk, False), m_rows, qpos, d)
 
 
 def _candidates(partial, allowed, score_floor):
@@ -280,7 +350,7 @@ def _candidates(partial, allowed, score_floor):
 @_with_threads
 def a3_attention(q, k, v, *, M: int | None = None, m_frac: float | None = None, T: float = math.inf,
                  scale: float | None = None, mask=None, causal: bool = False, score_floor: float = 0.0,
-                 return_sets: bool = False, max_elements: int = 1 << 20) -> A3Result:
+                 return_sets: bool = False, max_elements: int = 1 << 22) -> A3Result:
     """A3 attention, vectorised (torch; numpy inputs accepted) over leading dims and queries.
 
     q (..., Tq, d), k (..., Tk, d), v (..., Tk, dv). ``M``: greedy iterations per query, or
@@ -353,7 +423,8 @@ def a3_attention(q, k, v, *, M: int | None = None, m_frac: float | None = None, 
             alf = al.reshape(g * tq, tk)
             n_allowed = alf.sum(1)
             m_rows = resolve_m(n_allowed, M=M, m_frac=m_frac, d=d)
-            partial, hi, lo = _greedy_partial(P, alf, m_rows, d)
+            qpos = (qb > 0).reshape(g * tq, d)
+            partial, hi, lo = _greedy_partial(P, alf, m_rows, d, qpos)
             del P
             cand = _candidates(partial, alf, score_floor) & alf
             s = torch.matmul(qb, kb.transpose(-1, -2)) * scale      # post-scoring (only candidates used)
@@ -446,25 +517,19 @@ def candidate_sweep(q, k, *, m_fracs=None, Ms=None, ks=(1, 8, 32), Ts=(), scale:
             ms = [resolve_m(n_allowed, M=(None if m_fracs is not None else st),
                             m_frac=(st if m_fracs is not None else None), d=d) for st in settings]
             mmax = int(max(int(m.max()) for m in ms))
-            top_v, top_i = torch.topk(P, mmax, dim=1, largest=True, sorted=True)
-            bot_v, bot_i = torch.topk(P, mmax, dim=1, largest=False, sorted=True)
-            del P
-            top_r, bot_r = torch.div(top_i, d, rounding_mode="floor"), torch.div(bot_i, d, rounding_mode="floor")
+            kk = min(mmax + 1, per_query)
+            hi_vi, lo_vi = _side_values(P, kk, True), _side_values(P, kk, False)
+            qpos = (qb > 0).reshape(r, d)
             kmax = min(max(ks), Tk)
             order = torch.topk(s, kmax, dim=1).indices
             probs = torch.softmax(s, dim=1)  # exact attention weights (mask bias not included)
             acc["n_allowed"].append(n_allowed)
-            rank = torch.arange(mmax)[None, :]
             for i, m in enumerate(ms):
-                within = rank < m[:, None]
-                take_hi, take_lo = within & (top_v > 0), within & (bot_v < 0)
-                partial = torch.zeros(r, Tk)
-                partial.scatter_add_(1, top_r, torch.where(take_hi, top_v, 0.0))
-                partial.scatter_add_(1, bot_r, torch.where(take_lo, bot_v, 0.0))
+                partial, n_hi, n_lo = _greedy_from_values(P, hi_vi, lo_vi, m, qpos, d)
                 cand = _candidates(partial, al, score_floor) & al
                 acc["m"][i].append(m)
-                acc["max_picks"][i].append(take_hi.sum(1))
-                acc["min_picks"][i].append(take_lo.sum(1))
+                acc["max_picks"][i].append(n_hi)
+                acc["min_picks"][i].append(n_lo)
                 acc["n_candidates"][i].append(cand.sum(1))
                 acc["mass_recall"][i].append((probs * cand).sum(1).double())
                 for kk in ks:
@@ -532,290 +597,3 @@ def a3_attn_fn(*, M: int | None = None, m_frac: float | None = None, T: float = 
     return fn
 
 
-# ============================================================================ pipeline model
-#: Constants of the A3 hardware model that are not in the shared energy table: value, unit, source.
-HW_CONSTANTS = {
-    "clock_hz": (1e9, "Hz", "paper card: about 1 GHz [unconfirmed] -> ASSUMPTION 1 GHz"),
-    "node_nm": (40, "nm", "paper card: 40 nm test chip [secondary]"),
-    "n_keys": (320, "keys", "paper card: key SRAM sized for n = 320 [secondary]"),
-    "d": (64, "elements", "paper card: d = 64 [secondary]"),
-    "bits": (8, "bit", "paper card: fixed point, likely 8-bit keys/values [unconfirmed] -> ASSUMPTION 8"),
-    "score_bits": (16, "bit", "ASSUMPTION: greedy partial scores held as 16-bit fixed point"),
-    "rows_per_cycle": (1, "row/cycle", "ASSUMPTION (paper card, base pipeline): dot-product and output "
-                       "modules have d multipliers and handle one key/value row per cycle; exponent module one "
-                       "score per cycle"),
-    "select_iter_per_cycle": (1, "iter/cycle", "ASSUMPTION: one greedy iteration (one max and one min pick, "
-                              "comparator trees over the d pointer heads in parallel) per cycle"),
-    "sort_amortised": (True, "-", "ASSUMPTION: key sorting (d columns of n, one merge-sort comparator per column, "
-                       "n*log2(n) cycles per key matrix) is amortised over the n queries that share K: "
-                       "log2(n) cycles and d*log2(n) compares per query, off the critical path"),
-    "pipeline_fill": (8, "cycles", "ASSUMPTION: adder-tree depth log2(d)=6 + 2 register stages per module "
-                      "added to latency only"),
-    "exp_pj": ("fp32_exp", "table", "ASSUMPTION: exp unit energy = shared table's fp32 exp (A3 uses a "
-               "fixed-point LUT exp, so this is an upper bound)"),
-    "compare_pj": ("int32_add", "table", "ASSUMPTION: a comparator costs one 32-bit add (upper bound for "
-                   "16-bit compares)"),
-    "static_w": (0.0, "W", "ASSUMPTION: dynamic energy only (leakage not modelled); swept in the notebook"),
-}
-
-
-@dataclass(frozen=True)
-class A3Hardware:
-    """Stated configuration of the A3 chip model (see HW_CONSTANTS for sources)."""
-
-    clock_hz: float = 1e9
-    node_nm: float = 40
-    d: int = 64
-    n_max: int = 320
-    bits: int = 8
-    score_bits: int = 16
-    pipeline_fill: int = 8
-    sort_amortised: bool = True
-    static_w: float = 0.0
-    alpha: float = 1.0  # node scaling exponent of the shared table
-
-    def __post_init__(self):
-        for name in ("clock_hz", "node_nm", "d", "n_max", "bits", "score_bits"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"A3Hardware.{name} must be positive, got {getattr(self, name)}")
-
-    # per-action energies (pJ) at this node from the shared table
-    def e(self) -> dict:
-        node, a = self.node_nm, self.alpha
-        kv_bytes = self.n_max * self.d * self.bits / 8
-        idx_bits = max(1, math.ceil(math.log2(self.n_max)))
-        sorted_bytes = self.n_max * self.d * (self.bits + idx_bits) / 8
-        return dict(
-            mac=mac_energy_pj(self.bits, node, alpha=a),
-            mult=energy_pj("int8_mult", node, alpha=a) * (self.bits / 8) ** 2,
-            add=energy_pj("int32_add", node, alpha=a),
-            cmp=energy_pj("int32_add", node, alpha=a),
-            exp=energy_pj("fp32_exp", node, alpha=a),
-            fmul=energy_pj("fp32_mult", node, alpha=a),
-            sram_kv_bit=sram_energy_pj_per_bit(kv_bytes, node, alpha=a),
-            sram_sorted_bit=sram_energy_pj_per_bit(sorted_bytes, node, alpha=a),
-            rf_bit=energy_pj("register_file", node, alpha=a),
-            idx_bits=idx_bits,
-            kv_bytes=kv_bytes,
-            sorted_bytes=sorted_bytes,
-        )
-
-
-@dataclass(frozen=True)
-class ModuleCost:
-    name: str
-    cycles: float
-    energy_pj: float
-
-
-@dataclass(frozen=True)
-class PipelineCost:
-    """Cycles and energy of one query through a pipeline of modules."""
-
-    kind: str
-    modules: tuple
-    clock_hz: float
-    pipeline_fill: int
-    static_w: float = 0.0
-
-    @property
-    def interval_cycles(self) -> float:
-        """Cycles between queries when the modules work on successive queries (the slowest module)."""
-        return max(m.cycles for m in self.modules)
-
-    @property
-    def latency_cycles(self) -> float:
-        return sum(m.cycles for m in self.modules) + self.pipeline_fill * len(self.modules)
-
-    @property
-    def throughput_qps(self) -> float:
-        return self.clock_hz / self.interval_cycles
-
-    @property
-    def latency_s(self) -> float:
-        return self.latency_cycles / self.clock_hz
-
-    @property
-    def dynamic_energy_pj(self) -> float:
-        return sum(m.energy_pj for m in self.modules)
-
-    @property
-    def energy_pj(self) -> float:
-        """Energy per query: dynamic + static power over the query interval."""
-        return self.dynamic_energy_pj + self.static_w * self.interval_cycles / self.clock_hz * 1e12
-
-    def table(self) -> list[dict]:
-        return [dict(module=m.name, cycles=m.cycles, time_ns=m.cycles / self.clock_hz * 1e9,
-                     energy_pj=m.energy_pj) for m in self.modules]
-
-
-def _check_counts(**kw):
-    for name, val in kw.items():
-        if not (val >= 0 and math.isfinite(val)):
-            raise ValueError(f"{name} must be a finite number >= 0, got {val}")
-
-
-def _dot_module(hw, e, rows, d):
-    # per row: d multiply-accumulates (adder tree) + read one key row (d x bits) from the key SRAM
-    return ModuleCost("dot-product", rows, rows * (d * e["mac"] + d * hw.bits * e["sram_kv_bit"] + e["cmp"]))
-
-
-def _exp_module(hw, e, scored, exps):
-    # per scored row: subtract max + threshold compare; per kept row: exp + add to the running sum
-    return ModuleCost("exponent", scored, scored * (e["add"] + e["cmp"]) + exps * (e["exp"] + e["add"]))
-
-
-def _out_module(hw, e, rows, dv):
-    # per kept row: dv MACs p_i * v_i + read one value row; then dv multiplies by 1/sum (+ one reciprocal)
-    return ModuleCost("output", rows, rows * (dv * e["mac"] + dv * hw.bits * e["sram_kv_bit"])
-                      + dv * e["fmul"] + e["exp"])
-
-
-def base_pipeline(n: float, d: int | None = None, hw: A3Hardware | None = None) -> PipelineCost:
-    """Base (exact) A3 for one query over n keys: dot-product, exponent and output modules, n rows each."""
-    hw = hw or A3Hardware()
-    d = hw.d if d is None else d
-    _check_counts(n=n, d=d)
-    if n < 1:
-        raise ValueError(f"n must be >= 1 key, got {n}")
-    e = hw.e()
-    mods = (_dot_module(hw, e, n, d), _exp_module(hw, e, n, n), _out_module(hw, e, n, d))
-    return PipelineCost("base", mods, hw.clock_hz, hw.pipeline_fill, hw.static_w)
-
-
-def approx_pipeline(n: float, M: float, candidates: float, survivors: float, d: int | None = None,
-                    hw: A3Hardware | None = None, *, max_picks: float | None = None,
-                    min_picks: float | None = None) -> PipelineCost:
-    """Approximate A3 for one query: candidate selection (M iterations), then dot products for the
-    candidates, exponent over candidates (threshold) and output over survivors.
-
-    ``M`` iterations granted (cycles of the selection module); ``max_picks`` / ``min_picks`` the
-    iterations that actually took a product on each side (default M; energy only)."""
-    hw = hw or A3Hardware()
-    d = hw.d if d is None else d
-    _check_counts(n=n, M=M, candidates=candidates, survivors=survivors)
-    if n < 1 or M <= 0:
-        raise ValueError(f"need n >= 1 and M > 0, got n={n}, M={M}")
-    if not survivors <= candidates <= n:
-        raise ValueError(f"need survivors <= candidates <= n, got {survivors}, {candidates}, {n}")
-    e = hw.e()
-    hi = M if max_picks is None else max_picks
-    lo = M if min_picks is None else min_picks
-    log_n = math.log2(max(n, 2))
-    # per pick: one new product (multiply for the advanced pointer's next head), a (d-1)-compare tree,
-    # one add into the row's partial score (RF read+write), one sorted-SRAM entry read (value + row index)
-    per_pick = (e["mult"] + (d - 1) * e["cmp"] + e["add"] + 2 * hw.score_bits * e["rf_bit"]
-                + (hw.bits + e["idx_bits"]) * e["sram_sorted_bit"])
-    setup = 2 * d * (e["mult"] + (hw.bits + e["idx_bits"]) * e["sram_sorted_bit"])  # first heads
-    readout = n * hw.score_bits * e["rf_bit"] + n * e["cmp"]  # sign check of every partial score
-    sort = d * log_n * (e["cmp"] + 2 * (hw.bits + e["idx_bits"]) * e["sram_sorted_bit"]) if hw.sort_amortised else 0.0
-    sel_cycles = M + (log_n if hw.sort_amortised else 0.0)
-    mods = (ModuleCost("candidate selection", sel_cycles, (hi + lo) * per_pick + setup + readout + sort),
-            _dot_module(hw, e, candidates, d), _exp_module(hw, e, candidates, survivors),
-            _out_module(hw, e, survivors, d))
-    return PipelineCost("approximate", mods, hw.clock_hz, hw.pipeline_fill, hw.static_w)
-
-
-# ============================================================================ CPU baseline (measured)
-def cpu_exact_single(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
-    """Exact attention for ONE query (d,) in numpy: the kernel timed as the one-query-at-a-time CPU."""
-    s = (k @ q) * scale
-    e = np.exp(s - s.max())
-    return (e / e.sum()) @ v
-
-
-def cpu_exact_batched(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
-    """Exact attention for a batch of queries (Q, d) against one key matrix in numpy."""
-    s = (q @ k.T) * scale
-    e = np.exp(s - s.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)) @ v
-
-
-@dataclass(frozen=True)
-class CpuTiming:
-    n: int
-    d: int
-    single_s: float    # seconds per query, one query at a time (best of repeats)
-    batched_s: float   # seconds per query, all queries of one key matrix at once
-    repeats: int
-    threads: int
-
-
-def measure_cpu(n: int = 320, d: int = 64, *, n_queries: int = 320, repeats: int = 5, seed: int = 0,
-                q=None, k=None, v=None, torch_threads: int | None = None) -> CpuTiming:
-    """MEASURE exact attention on this machine's CPU (float32 numpy): per query one at a time and
-    batched. Real tensors may be given (q (Q, d), k (n, d), v (n, d)); otherwise Gaussian ones of the
-    same shape are used (timing does not depend on the values). Best (minimum) of ``repeats``, the
-    usual micro-benchmark convention: other processes on a shared machine only ever add time."""
-    if n < 1 or d < 1 or n_queries < 1 or repeats < 1:
-        raise ValueError("n, d, n_queries and repeats must be >= 1")
-    rng = np.random.default_rng(seed)
-    q = rng.standard_normal((n_queries, d)).astype(np.float32) if q is None else np.asarray(q, np.float32)
-    k = rng.standard_normal((n, d)).astype(np.float32) if k is None else np.asarray(k, np.float32)
-    v = rng.standard_normal((n, d)).astype(np.float32) if v is None else np.asarray(v, np.float32)
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"query width {q.shape[-1]} != key width {k.shape[-1]}")
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    from threadpoolctl import threadpool_limits
-
-    singles, batches = [], []
-    # BLAS with its default threads and with one thread (on a loaded 2-core machine one thread is often
-    # faster); the best of both is the CPU baseline
-    for limit in (None, 1):
-        with threadpool_limits(limits=limit):
-            cpu_exact_batched(q, k, v, scale)  # warm-up
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                for i in range(q.shape[0]):
-                    cpu_exact_single(q[i], k, v, scale)
-                singles.append((time.perf_counter() - t0) / q.shape[0])
-                t0 = time.perf_counter()
-                cpu_exact_batched(q, k, v, scale)
-                batches.append((time.perf_counter() - t0) / q.shape[0])
-    return CpuTiming(k.shape[0], q.shape[-1], float(np.min(singles)), float(np.min(batches)), repeats,
-                     torch.get_num_threads())
-
-
-# ============================================================================ a stream of real queries
-def stream_costs(n_allowed, m, candidates, survivors, *, d: int | None = None, hw: A3Hardware | None = None,
-                 max_picks=None, min_picks=None) -> dict:
-    """Base vs approximate A3 over a stream of queries with per-query counts (arrays of equal length,
-    e.g. from `candidate_sweep` on captured attention). The queries follow each other through the
-    pipeline, so a stream's time is the sum of its per-query intervals.
-
-    Returns: queries; throughput_speedup = sum(base intervals) / sum(approx intervals);
-    latency_speedup = mean base latency / mean approx latency; base / approx: mean cycles per query
-    (interval, latency), mean energy per query (pJ) and per module [(name, mean cycles, mean pJ)]."""
-    hw = hw or A3Hardware()
-    arrs = [np.asarray(x, dtype=float).reshape(-1) for x in (n_allowed, m, candidates, survivors)]
-    if len({a.size for a in arrs}) != 1 or arrs[0].size == 0:
-        raise ValueError("n_allowed, m, candidates and survivors must be non-empty arrays of equal length")
-    n_a, m_a, c_a, s_a = arrs
-    hi = m_a if max_picks is None else np.asarray(max_picks, float).reshape(-1)
-    lo = m_a if min_picks is None else np.asarray(min_picks, float).reshape(-1)
-    out = {"queries": int(n_a.size)}
-    acc = {"base": [], "approx": []}
-    for i in range(n_a.size):
-        acc["base"].append(base_pipeline(n_a[i], d, hw))
-        acc["approx"].append(approx_pipeline(n_a[i], m_a[i], c_a[i], s_a[i], d, hw, max_picks=hi[i], min_picks=lo[i]))
-    for kind, pipes in acc.items():
-        names = [mod.name for mod in pipes[0].modules]
-        out[kind] = dict(
-            interval_cycles=float(np.mean([p.interval_cycles for p in pipes])),
-            latency_cycles=float(np.mean([p.latency_cycles for p in pipes])),
-            energy_pj=float(np.mean([p.energy_pj for p in pipes])),
-            throughput_qps=hw.clock_hz / float(np.mean([p.interval_cycles for p in pipes])),
-            modules=[(nm, float(np.mean([p.modules[j].cycles for p in pipes])),
-                      float(np.mean([p.modules[j].energy_pj for p in pipes]))) for j, nm in enumerate(names)])
-    out["throughput_speedup"] = out["base"]["interval_cycles"] / out["approx"]["interval_cycles"]
-    out["latency_speedup"] = out["base"]["latency_cycles"] / out["approx"]["latency_cycles"]
-    out["energy_saving"] = out["base"]["energy_pj"] / out["approx"]["energy_pj"]
-    return out
-
-
-def smallest_setting(settings, metric, target: float):
-    """Smallest setting whose metric >= target (the conservative rule); None if none reaches it."""
-    for s, val in sorted(zip(settings, metric)):
-        if val >= target:
-            return s
-    return None
