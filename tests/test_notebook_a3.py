@@ -8,6 +8,9 @@ CLAIMS = {
     "a3_latency_speedup_conservative": ("ratio", "modelled"),
     "a3_latency_speedup_aggressive": ("ratio", "modelled"),
     "a3_energy_efficiency_vs_cpu": ("ratio", "modelled"),
+    "a3_energy_efficiency_vs_cpu_batched": ("ratio", "modelled"),
+    "a3_accuracy_loss_conservative_three_sets": ("accuracy", "algorithmic"),
+    "a3_accuracy_loss_aggressive_three_sets": ("accuracy", "algorithmic"),
     "a3_accuracy_loss_conservative": ("accuracy", "algorithmic"),
     "a3_accuracy_loss_aggressive": ("accuracy", "algorithmic"),
 }
@@ -28,6 +31,19 @@ def test_a3_notebook_quick(run_notebook):
     assert (claims["a3_throughput_speedup_aggressive"]["reproduced"]
             >= claims["a3_throughput_speedup_conservative"]["reproduced"] - 1e-9)
     assert claims["a3_energy_efficiency_vs_cpu"]["reproduced"] > 1
+    # the CPU power is a stated range: the efficiency's assumption range spans it (linear in the power)
+    ar = claims["a3_energy_efficiency_vs_cpu"]["assumption_range"]
+    powers = ar["swept"]["cpu_power_w"]
+    assert ar["hi"] / ar["lo"] == pytest.approx(max(powers) / min(powers), rel=1e-3)
+    # batched CPU is the stronger baseline: A3's advantage over it is smaller
+    assert claims["a3_energy_efficiency_vs_cpu_batched"]["reproduced"] < claims["a3_energy_efficiency_vs_cpu"]["reproduced"]
+    assert claims["a3_energy_efficiency_vs_cpu_batched"]["role"] == "alternative"
+    # accuracy claims carry a paired interval over the test items, speedups a bootstrap over queries
+    for cid in ("a3_accuracy_loss_conservative", "a3_accuracy_loss_aggressive"):
+        assert claims[cid]["interval"]["method"].startswith("paired bootstrap")
+    for cid in ("a3_throughput_speedup_conservative", "a3_latency_speedup_aggressive"):
+        assert claims[cid]["interval"]["method"] == "bootstrap over sampled queries" and claims[cid]["interval"]["n"] > 100
+        assert claims[cid]["assumption_range"]["swept"]
     values = {v["name"]: v for v in results["values"]}
     assert values["cpu_single_query_us"]["basis"] == "measured" and values["cpu_single_query_us"]["value"] > 0
     assert values["cpu_batched_query_us"]["basis"] == "measured"

@@ -25,7 +25,7 @@ from .algorithm import ALGORITHM_VERSION, a3_attn_fn
 from .hardware import A3Hardware, stream_arrays
 
 __all__ = ["smallest_setting", "matched_setting", "probe_correct_cached", "speedups", "speedup_assumption_range",
-           "energy_efficiency", "HW_SWEEP"]
+           "energy_efficiency", "HW_SWEEP", "sweep_counts"]
 
 #: The labelled hardware assumptions swept for the speedups' assumption range (defaults included).
 HW_SWEEP = dict(pipeline_fill=(4, 8, 16), select_iter_per_cycle=(0.5, 1.0), exp_overlap=(0.0, 0.5, 1.0),
@@ -70,7 +70,9 @@ def probe_correct_cached(rm, probe, *, m_frac: float, T: float, score_floor: flo
         rm, probe, attn_fn=a3_attn_fn(m_frac=m_frac, T=T, score_floor=score_floor), progress=False)), dtype=bool)
 
 
-def _counts(sw: dict, i: int, T: float) -> dict:
+def sweep_counts(sw: dict, i: int, T: float) -> dict:
+    """The per-query counts of setting index ``i`` of a `candidate_sweep` result, survivors at logit margin ``T``
+    (the dict `speedups` and `speedup_assumption_range` take)."""
     return dict(n_allowed=sw["n_allowed"], m=sw["m"][i], candidates=sw["n_candidates"][i],
                 survivors=sw[f"n_survivors@{T:g}"][i], max_picks=sw["max_picks"][i], min_picks=sw["min_picks"][i])
 
