@@ -296,3 +296,135 @@ def test_calibrator_matches_calibrate_thresholds():
     np.testing.assert_allclose(fn.margins, 2.0 * cal.error_std(cfg))
     assert (cal.error_std(cfg) > 0).all()
     assert (cal.error_std(sp.AnalogConfig(key_bits=None, query_bits=None, sigma_device=0, sigma_read=0)) < 1e-5).all()
+
+
+# ----------------------------------------------------------------------------- intervals over measured units
+def _varied_stats(L=2, N=2, H=3, T=64, seed=0):
+    """Keep counts that differ between (sequence, head) units: unit u keeps about (u + 1) / (N H) of T."""
+    rng = np.random.default_rng(seed)
+    frac = (np.arange(N * H).reshape(N, H, 1) + 1) / (N * H)
+    kept = np.maximum(1, np.round(frac * T * rng.uniform(0.9, 1.0, (N, H, T)))).astype(np.int32)
+    overlap = np.concatenate([np.zeros((N, H, 1), np.int32), (0.8 * np.minimum(kept[..., 1:], kept[..., :-1])).astype(np.int32)], -1)
+    allowed = np.full((N, H, T), T, np.int32)
+    return [sp.RowStats(l, kept, overlap, allowed, np.ones((N, H, T), np.float32), np.ones((N, H, T), bool))
+            for l in range(L)]
+
+
+def test_cost_draws_collapse_on_identical_units_and_bracket_the_point_otherwise():
+    acc = preset("flat-edge").with_buffer(16 * KiB)
+    xb = rr.CrossbarSpec().at_node(acc.node_nm)
+    same = _full_stats(2, 4, 64)            # every unit identical: every resample gives the point
+    point = sp.sprint_cost(acc, same, heads=4, d_head=32, xbar=xb)
+    t, e = sp.sprint_cost_draws(acc, same, heads=4, d_head=32, xbar=xb, n_resamples=200)
+    np.testing.assert_allclose(t, point.time_s, rtol=1e-12)
+    np.testing.assert_allclose(e, point.energy_j, rtol=1e-12)
+    varied = _varied_stats()
+    point = sp.sprint_cost(acc, varied, heads=6, d_head=32, xbar=xb)
+    t, e = sp.sprint_cost_draws(acc, varied, heads=6, d_head=32, xbar=xb, n_resamples=2000)
+    assert e.std() > 0 and t.min() <= point.time_s <= t.max()
+    # energy is linear in the units: the mean over draws is the point (bootstrap mean of a linear statistic)
+    assert abs(e.mean() - point.energy_j) < 4 * e.std() / np.sqrt(len(e))
+    # same seed and unit count -> identical draws (shapes sharing masks share draws)
+    t2, _ = sp.sprint_cost_draws(acc, varied, heads=6, d_head=32, xbar=xb, n_resamples=2000)
+    np.testing.assert_array_equal(t, t2)
+    with pytest.raises(ValueError, match="n_resamples"):
+        sp.sprint_cost_draws(acc, varied, heads=6, d_head=32, xbar=xb, n_resamples=10)
+
+
+def test_head_mean_cost_equals_per_head_cost_when_heads_match():
+    """With as many target heads as measured ones, the mean-over-units cost equals costing each measured
+    head once (the energy is the sum of single-head costs)."""
+    acc = preset("flat-edge").with_buffer(16 * KiB)
+    xb = rr.CrossbarSpec().at_node(acc.node_nm)
+    st = _varied_stats(L=1, N=1, H=3)
+    whole = sp.sprint_cost(acc, st, heads=3, d_head=32, xbar=xb)
+    parts = [sp.sprint_cost(acc, [sp.RowStats(0, *(getattr(st[0], f)[:, [h]] for f in ("kept", "overlap", "allowed", "mass", "valid")))],
+                            heads=1, d_head=32, xbar=xb) for h in range(3)]
+    assert whole.energy_j == pytest.approx(sum(p.energy_j for p in parts), rel=1e-9)
+    assert whole.traffic_bytes == pytest.approx(sum(p.traffic_bytes for p in parts), rel=1e-9)
+
+
+def test_geomean_of_draws():
+    p, iv = sp.geomean_of_draws([2.0, 8.0], np.array([[2.0] * 300, [8.0] * 300]), method="m", n=5)
+    assert p == pytest.approx(4.0) and iv.lo == pytest.approx(4.0) and iv.hi == pytest.approx(4.0) and iv.n == 5
+    rng = np.random.default_rng(0)
+    d = np.exp(rng.normal(0, 0.1, (3, 4000)))
+    p, iv = sp.geomean_of_draws([1.0, 1.0, 1.0], d, method="m", n=3)
+    # the log of the geometric mean of 3 independent N(0, 0.1) draws has sd 0.1 / sqrt(3)
+    assert np.log(iv.hi) == pytest.approx(1.96 * 0.1 / np.sqrt(3), rel=0.1)
+    with pytest.raises(ValueError):
+        sp.geomean_of_draws([1.0, 2.0], np.ones((3, 100)), method="m", n=1)
+    with pytest.raises(ValueError):
+        sp.geomean_of_draws([1.0], -np.ones((1, 100)), method="m", n=1)
+
+
+def test_subset_probe_is_stratified_and_keeps_the_classifier():
+    from attnlib.evaluate import Probe
+
+    labels = np.array([0] * 30 + [1] * 10)
+    probe = Probe(clf="clf", max_length=8, seed=0, train_texts=[], train_labels=np.array([]),
+                  test_texts=[f"t{i}" for i in range(40)], test_labels=labels)
+    sub = sp.subset_probe(probe, 10, seed=1)
+    assert sub.clf == "clf" and len(sub.test_texts) == 10 and np.bincount(sub.test_labels).tolist() == [5, 5]
+    assert all(lab == labels[int(t[1:])] for t, lab in zip(sub.test_texts, sub.test_labels))
+    assert sp.subset_probe(probe, 100) is probe
+
+
+# ----------------------------------------------------------------------------- buffer policies
+def test_buffer_policies_on_a_hand_made_sequence():
+    from attnlib.sprint.buffer import simulate_fetches
+
+    # keys needed by 4 queries: {0,1}, {2}, {0,1}, {2}; a 2-row buffer
+    keep = np.zeros((1, 4, 3), bool)
+    keep[0, 0, [0, 1]] = keep[0, 2, [0, 1]] = True
+    keep[0, 1, 2] = keep[0, 3, 2] = True
+    assert simulate_fetches(keep, 2, "previous")[0] == 2 + 1 + 2 + 1    # nothing but the last query's rows stays
+    assert simulate_fetches(keep, 2, "lru")[0] == 2 + 1 + 1 + 1         # key 1 survives query 1 (LRU evicts 0)
+    assert simulate_fetches(keep, 2, "belady")[0] == 2 + 1 + 1 + 0      # keeps what is needed next
+    assert simulate_fetches(keep, 3, "lru")[0] == simulate_fetches(keep, 3, "belady")[0] == 3  # everything fits
+    assert simulate_fetches(keep, 0, "lru")[0] == keep.sum()
+    with pytest.raises(ValueError, match="policy"):
+        simulate_fetches(keep, 2, "fifo")
+
+
+@pytest.fixture(scope="module")
+def real_masks():
+    """Keep masks of SPRINT on all-MiniLM-L6-v2 (real text, calibrated thresholds, analog noise)."""
+    from attnlib import data, models
+
+    enc = models.load_encoder()
+    text = data.load_text("austen")
+    cal = sp.Calibrator(models.capture(enc, sp.token_windows(enc, text, 96, 2, seed=0)), row_stride=2)
+    fn = cal.attention_fn(0.95, 1.0, sp.AnalogConfig(), record_masks=True)
+    models.logits(enc, sp.token_windows(enc, text, 96, 2, seed=1), attn_fn=fn)
+    return fn.merged_stats()
+
+
+def test_lru_buffer_fetches_lie_between_belady_and_keep_previous_on_real_masks(real_masks):
+    from attnlib.sprint.buffer import BufferPolicy
+
+    differs = False
+    for st in real_masks[::2]:
+        masks = st.keep_masks()
+        assert masks.shape[-1] == 96 and np.array_equal(masks.sum(-1), st.kept)
+        union = masks.any(-2).sum(-1)
+        for cap in (8, 32, 64, 96):
+            f = {p: BufferPolicy(p)(st, cap) for p in ("belady", "lru", "previous")}
+            assert np.all(union <= f["belady"]) and np.all(f["belady"] <= f["lru"]) and np.all(f["lru"] <= f["previous"])
+            assert np.all(f["previous"] <= st.kept.sum(-1))
+            if cap >= 96:  # the whole head fits: each distinct survivor fetched once
+                assert np.array_equal(f["lru"], union) and np.array_equal(f["belady"], union)
+            differs |= bool((f["lru"] < f["previous"]).any())
+        assert np.all(BufferPolicy("lru")(st, 64) <= BufferPolicy("lru")(st, 32))  # a bigger buffer never hurts LRU
+    assert differs  # residency across queries matters on real masks (the test can fail)
+
+
+def test_sprint_cost_with_a_buffer_policy(real_masks):
+    from attnlib.sprint.buffer import BufferPolicy
+
+    acc = preset("flat-edge").with_buffer(16 * KiB)
+    xb = rr.CrossbarSpec().at_node(acc.node_nm)
+    c = {p: sp.sprint_cost(acc, real_masks, heads=12, d_head=32, xbar=xb, fetched_of=BufferPolicy(p))
+         for p in ("belady", "lru", "previous")}
+    assert c["belady"].traffic_bytes <= c["lru"].traffic_bytes <= c["previous"].traffic_bytes
+    assert c["lru"].macs == c["previous"].macs

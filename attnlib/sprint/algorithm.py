@@ -1,41 +1,18 @@
-"""SPRINT (Yazdanbakhsh et al., MICRO 2022): in-memory pruning of attention keys + on-chip recomputation.
-
-The method, in four steps (one query at a time):
-
-1. **In-memory scoring.** Keys are kept, at reduced precision, in ReRAM crossbars. The query drives the
-   crossbar and every bit line produces an approximate analog score q.k_j (`analog_scores`), with a
-   stated noise model: key / query quantisation (limited precision), a relative conductance variation
-   per cell (device variation) and additive bit-line read noise proportional to the full-scale signal.
-2. **In-memory thresholding.** A comparator per bit line compares the analog score with the layer's
-   threshold minus a safety margin: a 1-bit keep / prune decision (`prune_mask`). Thresholds are
-   calibrated per layer on held-out text (`calibrate_thresholds`: the largest threshold that still keeps
-   a target fraction of the exact attention mass); the margin is z times the measured standard deviation
-   of the analog error on the same calibration text (`analog_error_std`).
-3. **Fetch survivors only.** Only the keys/values that survive are moved to the small on-chip buffer;
-   keys already fetched for the previous query are reused ("dynamic spatial locality", `fetch_rows`).
-4. **Exact recomputation.** Scores of the survivors are recomputed exactly in digital, then softmax
-   and the weighted sum of values over the survivors only (`sprint_attention`).
-
-`SprintAttention` packages steps 1-4 as an attention function for `attnlib.models` (AttnFn contract) and
-records, per layer, how many keys each query kept and how many it shared with the previous query.
-`baseline_cost` / `sprint_cost` turn those real-model statistics into time and energy with the shared
-`attnlib.hw` primitives plus the crossbar model `attnlib.hw.reram`.
-"""
+"""SPRINT's algorithm: in-memory analog scoring, comparator thresholding, exact recomputation of the
+survivors, the attention function for real models, per-query keep statistics and threshold calibration.
+(See `attnlib.sprint` for the overview.)"""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .hw import reram as rr
-from .hw.accelerator import Accelerator
-
 __all__ = [
     "AnalogConfig", "quantize_symmetric", "analog_scores", "allowed_from_mask", "prune_mask",
     "sprint_attention", "SprintAttention", "calibrate_thresholds", "analog_error_std", "RowStats",
-    "fetch_rows", "baseline_cost", "sprint_cost", "CostBreakdown", "map_stats_to_shape",
+    "merge_stats", "Calibrator", "ALLOWED_ABOVE",
 ]
 
 #: An additive mask entry above this counts as "allowed" (HF uses -inf or the dtype's minimum).
@@ -168,6 +145,14 @@ class RowStats:
     mass: np.ndarray
     valid: np.ndarray
     union: np.ndarray | None = None  # (N, H): distinct keys kept by any query of the head
+    keep_bits: np.ndarray | None = None  # (N, H, T, ceil(Tk / 8)) uint8: the keep masks, bit-packed (optional)
+    n_keys: int | None = None  # Tk of the recorded masks (set with keep_bits)
+
+    def keep_masks(self) -> np.ndarray:
+        """The recorded keep masks, bool (N, H, T, Tk) (query i keeps key j); needs ``record_masks=True``."""
+        if self.keep_bits is None:
+            raise ValueError(f"layer {self.layer}: keep masks were not recorded (SprintAttention(record_masks=True))")
+        return np.unpackbits(self.keep_bits, axis=-1, count=int(self.n_keys)).astype(bool)
 
     @property
     def keep_fraction(self) -> float:
@@ -189,7 +174,8 @@ class RowStats:
         return float(self.mass[self.valid].mean())
 
 
-def _row_stats(layer: int, keep: torch.Tensor, allowed: torch.Tensor, probs: torch.Tensor) -> RowStats:
+def _row_stats(layer: int, keep: torch.Tensor, allowed: torch.Tensor, probs: torch.Tensor,
+               masks: bool = False) -> RowStats:
     kept = keep.sum(-1)
     overlap = torch.zeros_like(kept)
     overlap[..., 1:] = (keep[..., 1:, :] & keep[..., :-1, :]).sum(-1)
@@ -203,7 +189,8 @@ def _row_stats(layer: int, keep: torch.Tensor, allowed: torch.Tensor, probs: tor
     union = keep.any(-2).sum(-1)
     return RowStats(layer, kept.numpy().astype(np.int32), overlap.numpy().astype(np.int32),
                     n_allowed.numpy().astype(np.int32), mass.float().numpy(), valid.numpy(),
-                    union.numpy().astype(np.int32))
+                    union.numpy().astype(np.int32),
+                    np.packbits(keep.numpy(), axis=-1) if masks else None, int(tk) if masks else None)
 
 
 def merge_stats(parts: list[RowStats]) -> RowStats:
@@ -214,7 +201,9 @@ def merge_stats(parts: list[RowStats]) -> RowStats:
         raise ValueError("can only merge stats of one layer with the same (H, T)")
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts], axis=0)
     union = cat("union") if all(p.union is not None for p in parts) else None
-    return RowStats(parts[0].layer, cat("kept"), cat("overlap"), cat("allowed"), cat("mass"), cat("valid"), union)
+    bits = cat("keep_bits") if all(p.keep_bits is not None for p in parts) else None
+    return RowStats(parts[0].layer, cat("kept"), cat("overlap"), cat("allowed"), cat("mass"), cat("valid"), union,
+                    bits, parts[0].n_keys if bits is not None else None)
 
 
 # ----------------------------------------------------------------------------- the attention function
@@ -224,17 +213,20 @@ class SprintAttention:
     thresholds: per-layer thresholds on the SCALED score (q.k * scale), a sequence indexed by layer
     (-inf: no pruning in that layer); margins: per-layer safety margins (scalar or sequence) subtracted
     from the threshold; cfg: the analog front end. ``record=True`` keeps per-layer `RowStats` in
-    ``self.stats[layer]`` (a list, one entry per call).
+    ``self.stats[layer]`` (a list, one entry per call); ``record_masks=True`` also keeps the bit-packed
+    keep masks in them (for the buffer policies of `attnlib.sprint.buffer`).
     """
 
-    def __init__(self, thresholds, margins=0.0, cfg: AnalogConfig = AnalogConfig(), *, record: bool = False):
+    def __init__(self, thresholds, margins=0.0, cfg: AnalogConfig = AnalogConfig(), *, record: bool = False,
+                 record_masks: bool = False):
         self.thresholds = np.asarray(thresholds, dtype=float)
         m = np.asarray(margins, dtype=float)
         self.margins = np.broadcast_to(m, self.thresholds.shape).copy() if m.ndim == 0 else m
         if self.margins.shape != self.thresholds.shape:
             raise ValueError(f"margins {self.margins.shape} and thresholds {self.thresholds.shape} differ in shape")
         self.cfg = cfg
-        self.record = record
+        self.record = record or record_masks
+        self.record_masks = record_masks
         self.stats: dict[int, list[RowStats]] = {}
         self._calls: dict[int, int] = {}
 
@@ -264,7 +256,7 @@ class SprintAttention:
         if self.record:
             s = (qc @ kc.transpose(-1, -2)) * scale
             probs = torch.softmax(s.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
-            self.stats.setdefault(layer, []).append(_row_stats(layer, keep, allowed, probs))
+            self.stats.setdefault(layer, []).append(_row_stats(layer, keep, allowed, probs, self.record_masks))
         return out.to(device=dev, dtype=q.dtype)
 
     def pruned_fraction(self) -> float:
@@ -340,202 +332,6 @@ def analog_error_std(captures: list, cfg: AnalogConfig) -> np.ndarray:
     return out
 
 
-# ----------------------------------------------------------------------------- data movement
-def fetch_rows(kept: np.ndarray, overlap: np.ndarray, capacity_rows: float, *, reuse: bool = True,
-               union: np.ndarray | None = None, n_keys: int | None = None) -> np.ndarray:
-    """K/V rows fetched from off-chip memory for each query sequence: arrays (..., T) -> (...,).
-
-    Without reuse every survivor is fetched. With adjacent-query reuse, of query i's survivors that
-    query i-1 also kept, the fraction still resident is min(1, capacity / kept_{i-1}) (ASSUMPTION: the
-    buffer holds the most recent ``capacity_rows`` K/V rows and the shared ones are spread uniformly
-    among query i-1's survivors); those are not fetched again. When ``union`` (distinct keys kept by
-    any query, (...,)) and ``n_keys`` are given and the buffer holds all ``n_keys`` K/V rows, each
-    distinct survivor is fetched exactly once (nothing is ever evicted); otherwise at least once.
-    """
-    kept = np.asarray(kept, dtype=np.float64)
-    if not reuse:
-        return kept.sum(-1)
-    overlap = np.asarray(overlap, dtype=np.float64)
-    prev = np.concatenate([np.zeros_like(kept[..., :1]), kept[..., :-1]], axis=-1)
-    resident = np.minimum(1.0, capacity_rows / np.maximum(prev, 1.0))
-    out = (kept - overlap * resident).sum(-1)
-    if union is not None:
-        union = np.asarray(union, dtype=np.float64)
-        out = union if (n_keys is not None and capacity_rows >= n_keys) else np.maximum(out, union)
-    return out
-
-
-@dataclass
-class CostBreakdown:
-    """Time (s) and energy (J) of the attention of one sequence through all layers of a model."""
-
-    time_s: float
-    energy: dict = field(default_factory=dict)  # component -> J
-    traffic_bytes: float = 0.0
-    macs: float = 0.0
-    detail: dict = field(default_factory=dict)
-
-    @property
-    def energy_j(self) -> float:
-        return float(sum(self.energy.values()))
-
-
-def _kv_row_bytes(d_head: int, bpe: float) -> float:
-    return 2 * d_head * bpe
-
-
-def baseline_tile(buffer_bytes: float, d_head: int, bpe: float) -> int:
-    """Most query rows a conventional accelerator can keep on chip: Q row + O accumulator row each, next
-    to a double-buffered K/V staging area of 2 rows (ASSUMPTION: online softmax, no score matrix spills)."""
-    stage = 2 * _kv_row_bytes(d_head, bpe)
-    rows = int((buffer_bytes - stage) // (2 * d_head * bpe))
-    if rows < 1:
-        raise ValueError(f"a {buffer_bytes:g}-byte buffer cannot hold one query row next to the K/V staging")
-    return rows
-
-
-def _baseline_streamed_rows(T: int, bq: int, resident: int, causal: bool) -> float:
-    """K/V rows fetched per head with query tiles of ``bq`` rows and ``resident`` K/V rows that stay on
-    chip across tiles (the first tile fetches everything it needs)."""
-    ends = np.minimum(np.arange(bq, T + bq, bq), T)
-    need = ends.astype(np.float64) if causal else np.full(len(ends), float(T))
-    fetched = np.maximum(0.0, need - resident)
-    fetched[0] = need[0]
-    return float(fetched.sum())
-
-
-def baseline_cost(acc: Accelerator, *, layers: int, heads: int, seq_len: int, d_head: int, causal: bool = False,
-                  bpe: float | None = None, query_tile: int | None = None) -> CostBreakdown:
-    """A conventional digital accelerator (same buffer) computing exact attention for one sequence.
-
-    Per head: Q read once, O written once, K and V written once after projection (compulsory, as in
-    SPRINT) and streamed through the buffer once per tile of ``query_tile`` query rows; buffer space
-    left after the tile's Q/O rows and the K/V staging holds K/V rows that stay resident across tiles.
-    ``query_tile=None`` picks the tile that minimises traffic (the strongest baseline); ``query_tile=1``
-    is a query-at-a-time dataflow (every query streams every K/V row it cannot keep resident). All T x T
-    scores (causal: lower triangle) are computed. Heads and layers run one after another; compute and
-    transfers overlap (roofline).
-    """
-    bpe = acc.bytes_per_element if bpe is None else bpe
-    T = seq_len
-    kv_row = _kv_row_bytes(d_head, bpe)
-    cap = acc.buffer.capacity_bytes
-    max_bq = baseline_tile(cap, d_head, bpe)
-    resident_of = lambda b: int(max(0.0, cap - 2 * kv_row - b * 2 * d_head * bpe) // kv_row)
-    if query_tile is None:
-        cands = sorted(set([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, max_bq, min(max_bq, T)]))
-        cands = [b for b in cands if 1 <= b <= min(max_bq, T)]
-        bq = min(cands, key=lambda b: (_baseline_streamed_rows(T, b, resident_of(b), causal), -b))
-    else:
-        bq = int(query_tile)
-        if not 1 <= bq <= max_bq:
-            raise ValueError(f"query_tile must lie in [1, {max_bq}] for this buffer, got {query_tile}")
-    bq = min(bq, T)
-    resident = resident_of(bq)
-    streamed = _baseline_streamed_rows(T, bq, resident, causal)
-    scores = T * (T + 1) / 2 if causal else float(T * T)
-    dram_bytes = streamed * kv_row + T * kv_row + 2 * T * d_head * bpe  # stream + K/V write + Q read/O write
-    macs = 2 * scores * d_head
-    sram_bytes = streamed * kv_row + macs * bpe  # fills + one operand per MAC
-    per_head_t = max(acc.compute.time_s(macs), acc.vector.time_s(3 * scores), acc.dram.time_s(dram_bytes))
-    n = layers * heads
-    energy = {
-        "DRAM": n * acc.dram.energy_j(dram_bytes),
-        "SRAM": n * acc.buffer.energy_j(sram_bytes),
-        "digital compute": n * (acc.compute.energy_j(macs) + acc.vector.energy_j(3 * scores)),
-        "in-memory thresholding": 0.0,
-    }
-    return CostBreakdown(time_s=n * per_head_t, energy=energy, traffic_bytes=n * dram_bytes, macs=n * macs,
-                         detail=dict(query_tile=bq, resident_rows=resident, streamed_rows=streamed, scores=n * scores))
-
-
-def sprint_cost(acc: Accelerator, stats: list[RowStats], *, heads: int, d_head: int,
-                xbar: rr.CrossbarSpec, cfg: AnalogConfig = AnalogConfig(), causal: bool = False,
-                bpe: float | None = None, reuse: bool = True, include_writes: bool = True,
-                readout: str = "comparator", parallel_queries: int = 1) -> CostBreakdown:
-    """SPRINT on the same digital datapath and buffer, driven by MEASURED per-query keep statistics.
-
-    stats: one `RowStats` per layer (arrays (N, H_real, T)); head h of the target model uses the
-    measured head h mod H_real (see `map_stats_to_shape` for other depths). Per head: the crossbar
-    scores every allowed (query, key) pair (energy: `hw.reram.scoring_cost`); survivors' K/V rows are
-    fetched (`fetch_rows`, with the buffer left after one Q row and one O row as K/V capacity);
-    survivors are recomputed exactly (2 x kept x d MACs, 3 softmax ops per survivor). The crossbar of
-    every head of a layer works in parallel with the digital side (pipelined: per layer the time is the
-    max of crossbar, compute and transfer time). Results are the mean over the N measured sequences.
-    """
-    bpe = acc.bytes_per_element if bpe is None else bpe
-    kv_row = _kv_row_bytes(d_head, bpe)
-    cap_rows = max(0.0, (acc.buffer.capacity_bytes - 2 * d_head * bpe) // kv_row)
-    xb = xbar
-    total_t = 0.0
-    energy = {"DRAM": 0.0, "SRAM": 0.0, "digital compute": 0.0, "in-memory thresholding": 0.0}
-    traffic = macs_total = 0.0
-    kept_total = allowed_total = 0.0
-    for st in stats:
-        n_seq, h_real, T = st.kept.shape
-        hidx = np.arange(heads) % h_real
-        kept = st.kept[:, hidx].astype(np.float64)          # (N, heads, T)
-        overlap = st.overlap[:, hidx].astype(np.float64)
-        allowed = st.allowed[:, hidx].astype(np.float64)
-        union = None if st.union is None else st.union[:, hidx]
-        fetched = fetch_rows(kept, overlap, cap_rows, reuse=reuse, union=union, n_keys=T).mean(0)   # (heads,)
-        n_kept = kept.sum(-1).mean(0)                                         # (heads,)
-        n_allowed = allowed.sum(-1).mean(0)
-        dram_bytes = fetched * kv_row + T * kv_row + 2 * T * d_head * bpe    # survivors + K/V write + Q/O
-        macs = 2 * n_kept * d_head
-        sram_bytes = fetched * kv_row + macs * bpe
-        t_dig = sum(max(acc.compute.time_s(m), acc.vector.time_s(3 * nk)) for m, nk in zip(macs, n_kept))
-        t_mem = acc.dram.time_s(float(dram_bytes.sum()))
-        sc = rr.scoring_cost(T, float(n_allowed.mean()), d_head, key_bits=cfg.key_bits, query_bits=cfg.query_bits,
-                             spec=xb, readout=readout, parallel_queries=parallel_queries)
-        e_xbar = heads * sc.energy_j + (heads * rr.write_energy_j(T, d_head, key_bits=cfg.key_bits, spec=xb,
-                                                                   copies=parallel_queries) if include_writes else 0.0)
-        total_t += max(sc.time_s, t_dig, t_mem)
-        energy["DRAM"] += acc.dram.energy_j(float(dram_bytes.sum()))
-        energy["SRAM"] += acc.buffer.energy_j(float(sram_bytes.sum()))
-        energy["digital compute"] += acc.compute.energy_j(float(macs.sum())) + acc.vector.energy_j(3 * float(n_kept.sum()))
-        energy["in-memory thresholding"] += e_xbar
-        traffic += float(dram_bytes.sum())
-        macs_total += float(macs.sum())
-        kept_total += float(n_kept.sum())
-        allowed_total += float(n_allowed.sum())
-    return CostBreakdown(time_s=total_t, energy=energy, traffic_bytes=traffic, macs=macs_total,
-                         detail=dict(keep_fraction=kept_total / max(1.0, allowed_total), capacity_rows=cap_rows))
-
-
-def map_stats_to_shape(stats: list[RowStats], layers: int) -> list[RowStats]:
-    """Per-layer statistics for a model with ``layers`` layers from a measured model with fewer or more:
-    layer l uses measured layer floor(l * L_measured / layers) (same relative depth). A SUBSTITUTION,
-    stated wherever it is used (e.g. BERT-base shapes with MiniLM's measured masks)."""
-    L = len(stats)
-    return [stats[min(L - 1, (l * L) // layers)] for l in range(layers)]
-
-
-# ----------------------------------------------------------------------------- real-model helpers
-def token_windows(rm, docs: list[str], seq_len: int, n: int, seed: int = 0) -> dict:
-    """A batch of ``n`` windows of exactly ``seq_len`` tokens cut from running text (no padding).
-
-    Decoder: `attnlib.evaluate.text_windows` (BOS + text). Encoder: [CLS] + seq_len-2 text tokens +
-    [SEP], consecutive non-overlapping chunks of each document, shuffled with ``seed``.
-    """
-    if rm.kind == "decoder":
-        from .evaluate import text_windows
-
-        ids = torch.tensor(text_windows(rm, docs, seq_len, n, seed=seed), dtype=torch.long)
-    else:
-        tok = rm.tokenizer
-        body = seq_len - 2
-        chunks = []
-        for doc in docs:
-            ids_doc = tok(doc, add_special_tokens=False, verbose=False)["input_ids"]
-            chunks += [ids_doc[s:s + body] for s in range(0, len(ids_doc) - body + 1, body)]
-        if len(chunks) < n:
-            raise ValueError(f"only {len(chunks)} windows of {seq_len} tokens in the documents, {n} requested")
-        order = np.random.default_rng(seed).permutation(len(chunks))[:n]
-        ids = torch.tensor([[tok.cls_token_id] + chunks[i] + [tok.sep_token_id] for i in order], dtype=torch.long)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-
-
 class Calibrator:
     """Per-layer thresholds and analog-error margins from ONE capture of calibration text.
 
@@ -588,19 +384,10 @@ class Calibrator:
             self._err[cfg] = out
         return self._err[cfg]
 
-    def attention_fn(self, target_mass: float, z: float, cfg: AnalogConfig, *, record: bool = False) -> SprintAttention:
+    def attention_fn(self, target_mass: float, z: float, cfg: AnalogConfig, *, record: bool = False,
+                     record_masks: bool = False) -> SprintAttention:
         """`SprintAttention` with thresholds for ``target_mass`` and margins z x analog-error std."""
-        return SprintAttention(self.thresholds(target_mass), z * self.error_std(cfg), cfg, record=record)
+        return SprintAttention(self.thresholds(target_mass), z * self.error_std(cfg), cfg, record=record,
+                               record_masks=record_masks)
 
 
-def compare(acc: Accelerator, xbar: rr.CrossbarSpec, cfg: AnalogConfig, shape, stats: list[RowStats], *,
-            causal: bool, baseline_kw: dict | None = None, **sprint_kw) -> tuple[CostBreakdown, CostBreakdown]:
-    """(baseline, SPRINT) cost of one sequence through every layer of ``shape`` (a `workloads.ModelShape`)
-    with per-layer keep statistics ``stats`` measured on a real model (mapped by relative depth when
-    the layer counts differ: `map_stats_to_shape`)."""
-    st = map_stats_to_shape(stats, shape.layers)
-    T = st[0].kept.shape[-1]
-    base = baseline_cost(acc, layers=shape.layers, heads=shape.heads, seq_len=T, d_head=shape.d_head, causal=causal,
-                         **(baseline_kw or {}))
-    spr = sprint_cost(acc, st, heads=shape.heads, d_head=shape.d_head, xbar=xbar, cfg=cfg, causal=causal, **sprint_kw)
-    return base, spr

@@ -1,0 +1,111 @@
+"""SPRINT's on-chip K/V buffer: how many K/V rows each head fetches from main memory, simulated on the
+recorded keep masks (which keys each query kept) under a replacement policy.
+
+The buffer holds ``capacity`` K/V rows. Queries are processed one after another; query i needs its
+survivors. A survivor already resident is a hit (no fetch); a missing one is fetched (one K/V row from
+main memory). After query i the buffer retains at most ``capacity`` rows, chosen from the rows it held
+and the rows query i used, by the policy:
+
+- ``"previous"``: only query i's survivors (the adjacent-query reuse alone: query i+1 reuses what query
+  i kept; rows of earlier queries are dropped). An upper bound for any policy that prefers recent rows.
+- ``"lru"``: least recently used replacement -- rows stay resident across queries until evicted, and the
+  previous query's survivors are the last to go (adjacent-query reuse on top). SPRINT's buffer here.
+- ``"belady"``: retain the rows needed again soonest (Belady's MIN with look-ahead, optimal replacement):
+  a lower bound on the fetches of any policy, not implementable in hardware.
+
+When query i keeps more rows than fit, "previous" and LRU retain the same ``capacity`` of them (lowest
+key index first), so LRU always holds a superset of what "previous" holds and never fetches more.
+All policies are vectorised over the (sequence, head) units: one numpy step per query.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .algorithm import RowStats
+
+__all__ = ["POLICIES", "simulate_fetches", "BufferPolicy"]
+
+POLICIES = ("previous", "lru", "belady")
+
+
+def _next_use(keep: np.ndarray) -> np.ndarray:
+    """next[u, i, j]: the first query after i that keeps key j (T = never), int32 (U, T, Tk)."""
+    U, T, Tk = keep.shape
+    out = np.empty((U, T, Tk), dtype=np.int32)
+    nxt = np.full((U, Tk), T, dtype=np.int32)
+    for i in range(T - 1, -1, -1):
+        out[:, i] = nxt
+        nxt = np.where(keep[:, i], i, nxt)
+    return out
+
+
+def simulate_fetches(keep: np.ndarray, capacity: int, policy: str = "lru", valid: np.ndarray | None = None) -> np.ndarray:
+    """K/V rows fetched per unit for keep masks ``keep`` bool (U, T, Tk) through a buffer of ``capacity``
+    rows under ``policy`` (see the module docstring). ``valid`` (U, T): real query rows (padding rows
+    need nothing). Returns float64 (U,)."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown buffer policy {policy!r}; known: {', '.join(POLICIES)}")
+    keep = np.asarray(keep, dtype=bool)
+    if keep.ndim != 3:
+        raise ValueError(f"keep masks must be (units, queries, keys), got shape {keep.shape}")
+    if int(capacity) != capacity or capacity < 0:
+        raise ValueError(f"capacity must be a non-negative integer number of rows, got {capacity}")
+    capacity = int(capacity)
+    if valid is not None:
+        keep = keep & np.asarray(valid, dtype=bool)[..., None]
+    U, T, Tk = keep.shape
+    fetched = np.zeros(U)
+    resident = np.zeros((U, Tk), dtype=bool)
+    last = np.full((U, Tk), -1, dtype=np.int64)
+    nxt = _next_use(keep) if policy == "belady" else None
+    order = np.arange(Tk)
+    for i in range(T):
+        need = keep[:, i]
+        fetched += (need & ~resident).sum(1)
+        if capacity == 0:
+            continue
+        last[need] = i
+        cand = resident | need
+        if policy == "previous":
+            cand = need
+            score = np.where(need, 1, 0).astype(np.int64)
+        elif policy == "lru":
+            score = last.copy()
+        else:  # belady: current survivors and residents, soonest next use first
+            score = -nxt[:, i].astype(np.int64)
+        over = cand.sum(1) > capacity
+        resident = cand
+        if over.any():
+            # top-`capacity` candidates by score, ties by lowest key index (a stable sort of -score)
+            key = np.where(cand[over], -score[over], 1 << 40) * (Tk + 1) + order
+            keep_idx = np.argsort(key, axis=1, kind="stable")[:, :capacity]
+            sel = np.zeros((int(over.sum()), Tk), dtype=bool)
+            np.put_along_axis(sel, keep_idx, True, axis=1)
+            resident = resident.copy()
+            resident[over] = sel
+    return fetched
+
+
+class BufferPolicy:
+    """``fetched_of`` for `sprint_cost`: fetched K/V rows (N, H) of one layer's `RowStats` (recorded
+    with ``record_masks=True``) through a buffer of ``capacity_rows`` under ``policy``; results are
+    memoised per (layer statistics, capacity)."""
+
+    def __init__(self, policy: str = "lru"):
+        if policy not in POLICIES:
+            raise ValueError(f"unknown buffer policy {policy!r}; known: {', '.join(POLICIES)}")
+        self.policy = policy
+        self._memo: dict = {}
+
+    def __call__(self, st: RowStats, capacity_rows: float) -> np.ndarray:
+        key = (id(st), int(capacity_rows))
+        if key not in self._memo:
+            masks = st.keep_masks()                       # (N, H, T, Tk)
+            N, H, T, Tk = masks.shape
+            f = simulate_fetches(masks.reshape(N * H, T, Tk), int(capacity_rows), self.policy,
+                                 st.valid.reshape(N * H, T))
+            self._memo[key] = (st, f.reshape(N, H))       # keep st alive so id() stays unique
+        return self._memo[key][1]
+
+    def __repr__(self) -> str:
+        return f"BufferPolicy({self.policy!r})"
