@@ -137,6 +137,25 @@ def _move_outputs(stage: Path, dest_root: Path) -> list[str]:
     return moved
 
 
+class _QuietParameterInference:
+    """Drop papermill's own parameter-inference warnings ("Unable to parse line ..." for a comment it
+    cannot read, "Passed unknown parameter"): `check_parameters` has already validated every key."""
+
+    NOISE = ("Unable to parse line", "Passed unknown parameter")
+
+    def filter(self, record) -> bool:
+        return not str(record.getMessage()).startswith(self.NOISE)
+
+
+def _quiet_papermill() -> None:
+    import logging
+
+    for name in ("papermill", "papermill.translators", "papermill.execute"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _QuietParameterInference) for f in log.filters):
+            log.addFilter(_QuietParameterInference())
+
+
 def _kernel_manager_class():
     """Kernels talk over IPC sockets (not TCP): no "running over TCP without encryption" warning."""
     from jupyter_client.manager import AsyncKernelManager
@@ -154,6 +173,7 @@ def run_one(nb: Path, parameters: dict, profile: str) -> tuple[bool, str]:
     """Execute one notebook with staging; returns (ok, message)."""
     import papermill as pm
 
+    _quiet_papermill()
     root = repo_root()
     dest = publish_root(profile)
     stage = root / ".cache" / "stage" / f"{nb.stem}-{os.getpid()}"

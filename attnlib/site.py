@@ -3,7 +3,8 @@
 `render(profile)` turns the runner's executed copies (``executed/<notebook>.ipynb`` for the full
 profile) into ``site/<notebook>.html`` with nbconvert, and writes ``site/index.html``: the scorecard
 table (paper names link to their notebook's page), the scorecard figure, and one card per notebook
-(title, what it shows, the claim counts by status, a thumbnail of its first figure). Other profiles
+(its title, the claim counts by status, a thumbnail of its first figure in
+``site/thumbs/``). Other profiles
 render into ``executed/<profile>/site/`` (gitignored).
 
 The pages need nothing installed: open ``site/index.html`` in a browser from a clone, or serve the
@@ -69,28 +70,44 @@ def _share_css(page: str, out_dir: Path, written: dict) -> str:
     return head + f'<link rel="stylesheet" href="{CSS_NAME}">\n' + body
 
 
-def _first_image(nb: dict) -> bytes | None:
+def _thumbnail(nb: dict, figures: dict[str, str]) -> tuple[bytes | None, str | None]:
+    """The notebook's first inline PNG that is a saved figure (its bytes and file name), else its
+    first inline PNG (bytes, None), else (None, None)."""
+    first = None
     for cell in nb["cells"]:
         for out in cell.get("outputs", []):
             data = out.get("data", {}).get("image/png")
             if data:
-                return base64.b64decode("".join(data) if isinstance(data, list) else data)
-    return None
+                png = base64.b64decode("".join(data) if isinstance(data, list) else data)
+                name = figures.get(hashlib.sha256(png).hexdigest())
+                if name:
+                    return png, name
+                first = first or png
+    return first, None
 
 
-def _title_and_blurb(nb: dict, fallback: str) -> tuple[str, str]:
-    """The notebook's first heading, and the first sentence of the paragraph after it."""
+def _shrink(png: bytes, box=(480, 300)) -> bytes:
+    """A small PNG thumbnail of ``png`` (deterministic bytes: no metadata)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        im = im.convert("RGB")
+        im.thumbnail(box)
+        im = im.quantize(colors=128)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _title(nb: dict, fallback: str) -> str:
+    """The notebook's first markdown heading (its title)."""
     for cell in nb["cells"]:
-        if cell["cell_type"] != "markdown":
-            continue
-        lines = "".join(cell["source"]).strip().splitlines()
-        if not lines or not lines[0].startswith("#"):
-            continue
-        title = lines[0].lstrip("#").strip()
-        para = " ".join(ln.strip() for ln in lines[1:]).strip().split("  ")[0]
-        first = re.split(r"(?<=[.:])\s", para, maxsplit=1)[0] if para else ""
-        return title, first
-    return fallback, ""
+        lines = "".join(cell["source"]).strip().splitlines() if cell["cell_type"] == "markdown" else []
+        if lines and lines[0].startswith("#"):
+            return lines[0].lstrip("#").strip()
+    return fallback
 
 
 def _nav(stem: str, profile: str) -> str:
@@ -140,7 +157,7 @@ font-size:13px}code{background:#f3f3f3;padding:0 3px}
 
 
 def render_index(out_dir: Path, profile: str, pages: dict[str, Path], executed: dict[str, Path]) -> Path:
-    """``index.html``: the scorecard (papers linked to their pages), its figure, a card per notebook."""
+    """``index.html``: a card per notebook, then the scorecard figure and table (papers linked to their pages)."""
     root = publish = repo_root() if profile == "full" else repo_root() / "executed" / profile
     results = {}
     for f in sorted((publish / "results").glob("*.json")) if (publish / "results").is_dir() else []:
@@ -154,7 +171,25 @@ def render_index(out_dir: Path, profile: str, pages: dict[str, Path], executed: 
              "<p>Five papers on accelerating transformer attention (A3, SPRINT, FLAT, Token-Picker, AttMEMO), "
              "re-checked on an ordinary computer. Each page below is a notebook as executed by "
              f"<code>./run_all.sh</code> (profile <b>{html.escape(profile)}</b>), with its figures; the "
-             "source notebooks are in <code>notebooks/</code>.</p>"]
+             "source notebooks are in <code>notebooks/</code>. The <a href='#scorecard'>scorecard</a> follows "
+             "the notebooks.</p>"]
+    parts.append("<h2>Notebooks</h2><div class='cards'>")
+    figures = _figure_index(root / "figures")
+    rel = os.path.relpath(root / "figures", out_dir)
+    for stem, page in pages.items():
+        nb = json.loads(executed[stem].read_text())
+        title = _title(nb, stem)
+        png, _ = _thumbnail(nb, figures)
+        thumb = ""
+        if png is not None:
+            src = f"thumbs/{stem}.png"
+            atomic_write_bytes(out_dir / src, _shrink(png))
+            thumb = f'<a href="{page.name}"><img src="{src}" alt="first figure of {html.escape(stem)}"></a>'
+        counts = _status_counts(results.get(stem, {}))
+        parts.append(f"<div class='card'>{thumb}<h3><a href='{page.name}'>{html.escape(title)}</a></h3>"
+                     f"<div class='muted'><code>{html.escape(stem)}</code>"
+                     f"{' · ' + html.escape(counts) if counts else ''}</div></div>")
+    parts.append("</div>")
     card = root / "results" / "scorecard.md"
     if card.exists():
         table = _markdown_table(card.read_text())
@@ -162,29 +197,11 @@ def render_index(out_dir: Path, profile: str, pages: dict[str, Path], executed: 
             if stem in pages and res.get("paper"):
                 paper = html.escape(res["paper"])
                 table = table.replace(f"<td>{paper}</td>", f'<td><a href="{pages[stem].name}">{paper}</a></td>')
-        parts += ["<h2>Scorecard</h2>", table]
-    if (root / "figures" / "scorecard.png").exists():
-        rel = os.path.relpath(root / "figures", out_dir)
-        parts.append(f'<p><img src="{rel}/scorecard.png" alt="scorecard figure" style="max-width:100%"></p>')
-    parts.append("<h2>Notebooks</h2><div class='cards'>")
-    figures = _figure_index(root / "figures")
-    rel = os.path.relpath(root / "figures", out_dir)
-    for stem, page in pages.items():
-        nb = json.loads(executed[stem].read_text())
-        title, blurb = _title_and_blurb(nb, stem)
-        png = _first_image(nb)
-        thumb = ""
-        if png is not None:
-            digest = hashlib.sha256(png).hexdigest()
-            src = f"{rel}/{figures[digest]}" if digest in figures else \
-                "data:image/png;base64," + base64.b64encode(png).decode()
-            thumb = f'<a href="{page.name}"><img src="{src}" alt="first figure of {html.escape(stem)}"></a>'
-        counts = _status_counts(results.get(stem, {}))
-        parts.append(f"<div class='card'>{thumb}<h3><a href='{page.name}'>{html.escape(title)}</a></h3>"
-                     f"<div class='muted'><code>{html.escape(stem)}</code>"
-                     f"{' · ' + html.escape(counts) if counts else ''}</div>"
-                     f"<p>{html.escape(blurb)}</p></div>")
-    parts.append("</div></body></html>\n")
+        parts.append("<h2 id='scorecard'>Scorecard</h2>")
+        if (root / "figures" / "scorecard.png").exists():
+            parts.append(f'<p><img src="{rel}/scorecard.png" alt="scorecard figure" style="max-width:100%"></p>')
+        parts.append(table)
+    parts.append("</body></html>\n")
     index = out_dir / "index.html"
     atomic_write_bytes(index, "\n".join(parts).encode())
     return index

@@ -47,7 +47,7 @@ def _notebook(path, body, params='profile = "full"'):
 @pytest.fixture
 def fake_repo(tmp_path):
     (tmp_path / "notebooks").mkdir()
-    _notebook(tmp_path / "notebooks" / "01_good.ipynb", GOOD, 'profile = "full"\nscale = 1  # a knob')
+    _notebook(tmp_path / "notebooks" / "01_good.ipynb", GOOD, 'profile = "full"\nscale = 1  # a knob (1 = as drawn)')
     _notebook(tmp_path / "notebooks" / "02_bad.ipynb", BAD)
     _notebook(tmp_path / "notebooks" / "99_scorecard.ipynb", CARD)
     return tmp_path
@@ -72,6 +72,7 @@ def test_full_run_isolates_failure_shows_figures_and_renders_site(fake_repo):
     assert "02_bad" in proc.stderr and "boom in the second cell" in proc.stderr
     assert "open executed/02_bad.ipynb" in proc.stderr                    # the copy to open is named
     assert "without encryption" not in proc.stdout + proc.stderr          # kernels over IPC, no warning
+    assert "Unable to parse" not in proc.stderr                           # no papermill inference noise
     assert (fake_repo / "figures" / "good_fig.png").exists()
     assert json.loads((fake_repo / "results" / "01_good.json").read_text())["profile"] == "full"
     assert not (fake_repo / "figures" / "bad_fig.png").exists()          # nothing partial survives
@@ -92,8 +93,8 @@ def test_full_run_isolates_failure_shows_figures_and_renders_site(fake_repo):
     assert not (site / "02_bad.html").exists()                            # failed: no page
     index = (site / "index.html").read_text()
     assert '<a href="01_good.html">Good</a>' in index                    # scorecard row links the page
-    assert "01_good title" in index and "What 01_good shows." in index
-    assert '<img src="../figures/good_fig.png"' in index                  # thumbnail
+    assert "01_good title" in index
+    assert '<img src="thumbs/01_good.png"' in index and (site / "thumbs" / "01_good.png").stat().st_size < 60_000
 
 
 @pytest.mark.notebook
