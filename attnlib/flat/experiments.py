@@ -206,3 +206,49 @@ def at_fusemax_mapping(platform_name: str, model: str, seq: int, *, granularity:
                      kv_resident=k_onchip, logits_on_chip=logits_onchip,
                      qk_stat=FUSEMAX_QK_STAT[qk_stationarity], av_stat=FUSEMAX_AV_STAT[av_stationarity],
                      conv="flat", overlap=1.0)
+
+
+#: Rows of the FuseMax replica of FLAT (FPSG-UIUC/micro24-fusemax-artifact, commit f543beb,
+#: workspace/outputs/pregenerated/results/flat_validation.csv, MIT licence), typed in, not copied:
+#: (platform, model, N) -> (granularity, P1 rows, K on chip, logits (QK) on chip, QK / AV stationarity,
+#: mem_traffic bytes, actual_latency s). The replica's convention is FLAT's (softmax left out, latency =
+#: max(DRAM traffic / bandwidth, the products' compute), "energy" = traffic x 32).
+FUSEMAX_REPLICA_ROWS = {
+    ("cloud", "BERT", 512): ("head", 256, False, True, "output", "output", 352485376.00000006, 0.00105107083142869),
+    ("cloud", "BERT", 4096): ("head", 256, False, True, "output", "output", 20179643177.67442, 0.06693566657610954),
+    ("cloud", "BERT", 8192): ("row", 1024, False, True, "output", "output", 78114881536.00002, 0.2677611304058968),
+    ("cloud", "BERT", 65536): ("row", 256, False, True, "output", "output", 5069360018836.838, 17.135433292409825),
+    ("cloud", "TrXL", 32768): ("row", 512, False, True, "output", "output", 1691917629582.8838, 5.711811377214407),
+    ("cloud", "T5", 2048): ("head", 256, False, True, "output", "output", 3355607040.0000005, 0.01115871338462018),
+    ("cloud", "XLM", 512): ("head", 256, True, True, "output", "output", 671547392.0, 0.0016808638599152262),
+    ("cloud", "XLM", 16384): ("row", 1024, False, True, "output", "output", 594926982817.5817, 1.7135236036818484),
+    ("cloud", "XLM", 65536): ("row", 256, False, True, "output", "output", 9169028598484.676, 27.416358738011137),
+    ("edge", "BERT", 512): ("head", 32, True, False, "output", "output", 1409490944.0, 0.026780870016414562),
+    ("edge", "BERT", 2048): ("row", 128, False, True, "weight", "weight", 14467195629.971828, 0.42845971643274183),
+    ("edge", "T5", 4096): ("row", 64, False, True, "weight", "weight", 47023596242.82353, 1.142557794235684),
+    ("edge", "XLM", 1024): ("row", 128, False, True, "weight", "weight", 13153359872.0, 0.2856397728081886),
+    ("edge", "BERT", 8192): ("row", 128, False, False, "weight", "weight", 413927520256.0, 7.710419192273988),
+    ("edge", "TrXL", 65536): ("row", 128, False, False, "weight", "weight", 35201552005120.0, 655.6844629029123),
+    ("edge", "XLM", 4096): ("row", 128, False, False, "weight", "weight", 242665715712.0, 4.569394203832748),
+}
+
+
+def fusemax_crosscheck(rows: dict = None) -> pd.DataFrame:
+    """Our model at each replica mapping (FLAT's convention) next to the replica's latency, and our own
+    FLAT-Opt search's latency on the same point; ``same_regime``: the replica keeps the logits on chip or
+    works at head granularity (both models compute-bound there)."""
+    from .dataflows import search as _search
+
+    rows = FUSEMAX_REPLICA_ROWS if rows is None else rows
+    out = []
+    for (p, m, n), (gran, p1, k_on, l_on, qs, avs, traffic, lat) in rows.items():
+        ours = at_fusemax_mapping(p, m, n, granularity=gran, rows=p1, k_onchip=k_on, logits_onchip=l_on,
+                                  qk_stationarity=qs, av_stationarity=avs)
+        best = _search("flat", AttentionShape.from_model(FUSEMAX_MODELS[m], n), platform(p), conv="flat")
+        out.append(dict(platform=p, model=m, seq=n, replica_tile=f"{gran} P1={p1}",
+                        replica_logits="on chip" if l_on else "off chip", replica_stat=f"{qs}/{avs}",
+                        replica_latency_s=lat, ours_at_mapping_s=ours.latency_s, ratio=ours.latency_s / lat,
+                        same_regime=bool(l_on or gran == "head"), ours_bound=ours.bound,
+                        search_latency_s=best.latency_s, search_tile=f"{best.tile['granularity']} R={best.tile['rows']}",
+                        search_gain=lat / best.latency_s))
+    return pd.DataFrame(out)
