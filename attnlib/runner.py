@@ -4,8 +4,8 @@
 
 Each notebook runs in its own staging folder (``ATTNLIB_STAGE``): its figures and results are moved
 into place only when the whole notebook succeeded, so a failure never leaves a partial figure or
-result behind. A failing notebook is reported by name with the failing cell's error and the executed
-copy to open; the others still run. The scorecard notebook (99_scorecard) always runs last.
+result behind. On a terminal each notebook shows a progress bar over its cells. A failing notebook is
+reported by name with the failing cell's error and the executed copy to open; the others still run. The scorecard notebook (99_scorecard) always runs last.
 
 Exit status: 0 every notebook ran; 1 at least one notebook failed (the others still ran and were
 published); 2 bad arguments (unknown option, notebook, profile or parameter): nothing ran.
@@ -186,7 +186,7 @@ def run_one(nb: Path, parameters: dict, profile: str) -> tuple[bool, str]:
     opened = f"; open {relative(out_nb)} to see the failing cell"
     try:
         pm.execute_notebook(str(nb), str(out_nb), parameters=parameters, kernel_name=KERNEL,
-                            cwd=str(nb.parent), execution_timeout=CELL_TIMEOUT_S, progress_bar=False,
+                            cwd=str(nb.parent), execution_timeout=CELL_TIMEOUT_S, progress_bar=sys.stderr.isatty(),
                             kernel_manager_class=_kernel_manager_class())
     except pm.PapermillExecutionError as err:
         shutil.rmtree(stage, ignore_errors=True)
