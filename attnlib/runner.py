@@ -5,7 +5,8 @@
 Each notebook runs in its own staging folder (``ATTNLIB_STAGE``): its figures and results are moved
 into place only when the whole notebook succeeded, so a failure never leaves a partial figure or
 result behind. On a terminal each notebook shows a progress bar over its cells. A failing notebook is
-reported by name with the failing cell's error and the executed copy to open; the others still run. The scorecard notebook (99_scorecard) always runs last.
+reported by name with the failing cell's error and the executed copy to open; the others still run.
+The scorecard notebook (99_scorecard) always runs last.
 
 Exit status: 0 every notebook ran; 1 at least one notebook failed (the others still ran and were
 published); 2 bad arguments (unknown option, notebook, profile or parameter): nothing ran.
@@ -50,7 +51,7 @@ where things go:
                    one a failure names to see the failing cell and its traceback
 
 typical times (2 cores, warm caches): full profile about 12 min in all (primer 7 s, real models 67 s,
-A3 ~110 s, SPRINT ~120 s, FLAT 22 s, Token-Picker ~130 s, AttMEMO ~240 s); --quick about 1-2 min.
+A3 ~110 s, SPRINT ~120 s, FLAT 22 s, Token-Picker ~130 s, AttMEMO ~240 s); --quick about 2.5 min.
 The first run also creates .venv (a few minutes) and fills .cache/ (a few more minutes).
 
 exit status: 0 all notebooks ran; 1 a notebook failed (named on stderr, the others still ran);
