@@ -350,3 +350,33 @@ def test_measure_cpu_keeps_repetitions_threads_and_load():
     assert t.single_s == pytest.approx(np.median(t.reps("single")))
     assert t.single_threads in t.runs and t.batched_threads in t.runs
     assert t.load_before["cpus"] >= 1 and np.isfinite(t.load_after["load1"])
+
+
+# ----------------------------------------------------------------------------- key-value retrieval workload
+def test_split_sentences_and_perturb():
+    docs = ["One two three four five six seven eight. Short one. Nine ten eleven twelve thirteen fourteen fifteen sixteen!",
+            "One two three four five six seven eight."]
+    s = a3.split_sentences(docs, min_words=8)
+    assert s == ["One two three four five six seven eight.", "Nine ten eleven twelve thirteen fourteen fifteen sixteen!"]
+    rng = np.random.default_rng(0)
+    p = a3.perturb(s[0], rng, drop=0.5)
+    words = p.split()
+    assert 3 <= len(words) <= 8 and all(w in s[0].split() for w in words)
+    assert a3.perturb(s[0], rng, drop=0.0) == s[0]
+    with pytest.raises(ValueError):
+        a3.split_sentences(docs, min_words=0)
+
+
+def test_kv_retrieval_run_exact_and_full_search():
+    rng = np.random.default_rng(11)
+    K = rng.standard_normal((2, 40, 16)).astype(np.float32)
+    K /= np.linalg.norm(K, axis=-1, keepdims=True)
+    target = np.stack([rng.choice(40, 10, replace=False) for _ in range(2)])
+    Q = np.take_along_axis(K, target[..., None], axis=1) + 0.05 * rng.standard_normal((2, 10, 16)).astype(np.float32)
+    task = dict(K=K, Q=Q, target=target)
+    assert a3.kv_retrieval_run(task)["correct"].all()
+    full = a3.kv_retrieval_run(task, M=40 * 16, T=a3.margin_from_weight(0.001))
+    assert full["correct"].all() and full["correct"].shape == (20,)
+    assert (full["candidates"] >= 1).all() and (full["survivors"] <= full["candidates"]).all()
+    one = a3.kv_retrieval_run(task, M=1)
+    assert one["correct"].mean() <= full["correct"].mean()

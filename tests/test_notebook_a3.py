@@ -10,11 +10,22 @@ CLAIMS = {
     "a3_energy_efficiency_vs_cpu": ("ratio", "modelled"),
     "a3_energy_efficiency_vs_cpu_batched": ("ratio", "modelled"),
     "a3_accuracy_loss_conservative_three_sets": ("accuracy", "algorithmic"),
+    "a3_accuracy_loss_conservative_recall_rule": ("accuracy", "algorithmic"),
+    "a3_accuracy_loss_aggressive_recall_rule": ("accuracy", "algorithmic"),
+    "a3_throughput_speedup_conservative_recall_rule": ("ratio", "modelled"),
+    "a3_throughput_speedup_aggressive_recall_rule": ("ratio", "modelled"),
+    "a3_latency_speedup_conservative_recall_rule": ("ratio", "modelled"),
+    "a3_latency_speedup_aggressive_recall_rule": ("ratio", "modelled"),
+    "a3_energy_efficiency_vs_cpu_recall_rule": ("ratio", "modelled"),
+    "a3_throughput_speedup_conservative_kv": ("ratio", "modelled"),
+    "a3_latency_speedup_aggressive_kv": ("ratio", "modelled"),
+    "a3_accuracy_loss_conservative_kv": ("accuracy", "algorithmic"),
+    "a3_accuracy_loss_aggressive_kv": ("accuracy", "algorithmic"),
     "a3_accuracy_loss_aggressive_three_sets": ("accuracy", "algorithmic"),
     "a3_accuracy_loss_conservative": ("accuracy", "algorithmic"),
     "a3_accuracy_loss_aggressive": ("accuracy", "algorithmic"),
 }
-FIGURES = ("a3_candidates_recall", "a3_throughput_latency", "a3_energy_efficiency", "a3_modules", "a3_accuracy",
+FIGURES = ("a3_tradeoff", "a3_kv_retrieval", "a3_candidates_recall", "a3_throughput_latency", "a3_energy_efficiency", "a3_modules", "a3_accuracy",
            "a3_sensitivity")
 
 
@@ -26,10 +37,23 @@ def test_a3_notebook_quick(run_notebook):
     assert claims["a3_energy_efficiency_vs_cpu"]["paper_value"] == [10000, None]
     assert claims["a3_accuracy_loss_conservative"]["paper_value"] == [1.0, 1.6]
     assert claims["a3_accuracy_loss_aggressive"]["paper_value"] == [8.0, 9.0]
-    # speedups and efficiency are positive; the aggressive setting is at least as fast as the conservative one
+    # speedups and efficiency are positive; under the recall rule (aggressive M = a fraction of the
+    # conservative M, higher T) the aggressive setting is at least as fast as the conservative one
     assert claims["a3_throughput_speedup_conservative"]["reproduced"] > 0
-    assert (claims["a3_throughput_speedup_aggressive"]["reproduced"]
-            >= claims["a3_throughput_speedup_conservative"]["reproduced"] - 1e-9)
+    assert (claims["a3_throughput_speedup_aggressive_recall_rule"]["reproduced"]
+            >= claims["a3_throughput_speedup_conservative_recall_rule"]["reproduced"] - 1e-9)
+    # headlines at matched quality, recall-rule rows are sensitivity alternatives of them
+    for setting in ("conservative", "aggressive"):
+        for what in ("throughput", "latency"):
+            c = claims[f"a3_{what}_speedup_{setting}"]
+            assert c["role"] == "headline" and c["operating_point"]["how"] == "matched quality"
+            alt = claims[f"a3_{what}_speedup_{setting}_recall_rule"]
+            assert alt["role"] == "alternative" and alt["of"] == c["claim_id"] and alt["operating_point"]["how"] == "sensitivity"
+        assert claims[f"a3_accuracy_loss_{setting}"]["operating_point"]["how"] == "matched quality"
+        # the matched point is one of the accuracy-vs-M curve's points: its loss is recorded there too
+        m = claims[f"a3_throughput_speedup_{setting}"]["params"]["m_frac"]
+        curve = {v["name"]: v["value"] for v in results["values"] if v["name"].startswith(f"spam_loss_{setting}_T_m")}
+        assert claims[f"a3_throughput_speedup_{setting}"]["params"]["loss_pts"] == pytest.approx(curve[f"spam_loss_{setting}_T_m{m:.4g}"], abs=1e-3)
     assert claims["a3_energy_efficiency_vs_cpu"]["reproduced"] > 1
     # the CPU power is a stated range: the efficiency's assumption range spans it (linear in the power)
     ar = claims["a3_energy_efficiency_vs_cpu"]["assumption_range"]

@@ -25,7 +25,8 @@ from .algorithm import ALGORITHM_VERSION, a3_attn_fn
 from .hardware import A3Hardware, stream_arrays
 
 __all__ = ["smallest_setting", "matched_setting", "probe_correct_cached", "speedups", "speedup_assumption_range",
-           "energy_efficiency", "HW_SWEEP", "sweep_counts"]
+           "energy_efficiency", "HW_SWEEP", "sweep_counts", "KV_SCALE", "split_sentences", "perturb",
+           "kv_retrieval_task", "kv_retrieval_run"]
 
 #: The labelled hardware assumptions swept for the speedups' assumption range (defaults included).
 HW_SWEEP = dict(pipeline_fill=(4, 8, 16), select_iter_per_cycle=(0.5, 1.0), exp_overlap=(0.0, 0.5, 1.0),
@@ -137,3 +138,95 @@ def energy_efficiency(cpu_reps, a3_energy_pj, *, power_w: float, power_sweep, se
     span = [ratio(p, np.median(t), e.mean()) for p in sweep]
     return dict(point=point, interval=iv, assumption_range=dict(lo=float(min(span)), hi=float(max(span)),
                                                                 swept={"cpu_power_w": sweep}))
+
+
+# ============================================================================ key-value retrieval at the chip's size
+#: Softmax scale of the retrieval task: cosine similarity x 20, the default scale of sentence-transformers'
+#: MultipleNegativesRankingLoss (temperature 0.05), the usual convention for sentence-embedding retrieval.
+KV_SCALE = 20.0
+
+
+def split_sentences(docs, *, min_words: int = 8, max_words: int = 40) -> list[str]:
+    """Sentences of running text (split at . ! ? followed by white space), whitespace-normalised, with
+    ``min_words``..``max_words`` words, duplicates removed (first occurrence kept), in document order."""
+    import re
+
+    if min_words < 1 or max_words < min_words:
+        raise ValueError(f"need 1 <= min_words <= max_words, got {min_words}, {max_words}")
+    out, seen = [], set()
+    for doc in docs:
+        for s in re.split(r"(?<=[.!?])\s+", " ".join(str(doc).split())):
+            if min_words <= len(s.split()) <= max_words and s not in seen:
+                seen.add(s)
+                out.append(s)
+    return out
+
+
+def perturb(sentence: str, rng, *, drop: float) -> str:
+    """The sentence with each word dropped independently with probability ``drop`` (at least 3 words
+    kept, in order): a query that paraphrases its key only partially."""
+    words = sentence.split()
+    keep = rng.random(len(words)) >= drop
+    if keep.sum() < 3:
+        keep[rng.choice(len(words), size=min(3, len(words)), replace=False)] = True
+    return " ".join(w for w, k in zip(words, keep) if k)
+
+
+def kv_retrieval_task(rm, sentences, *, n_keys: int = 320, d: int = 64, memories: int = 4, queries_per_memory: int = 250,
+                      drop: float = 0.3, seed: int = 0, max_length: int = 64, progress: bool = False) -> dict:
+    """A key-value retrieval workload at the chip's size built from real text.
+
+    ``memories`` key sets of ``n_keys`` distinct sentences each; keys = MiniLM embeddings (exact
+    attention, mean-pooled) projected to ``d`` dimensions by PCA fitted on all keys, then unit-normalised;
+    queries = embeddings of ``queries_per_memory`` of a memory's sentences with words dropped
+    (`perturb`), projected and normalised the same way; values = the key's index (one-hot), so the
+    attention output's argmax is the retrieved key. Returns K (memories, n_keys, d), Q (memories,
+    queries, d), target (memories, queries) float32 / int64 arrays, and the texts."""
+    from ..evaluate import embed
+
+    need = memories * n_keys
+    if len(sentences) < need:
+        raise ValueError(f"need {need} distinct sentences for {memories} memories of {n_keys} keys, got {len(sentences)}")
+    if not 0 <= drop < 1 or queries_per_memory < 1 or queries_per_memory > n_keys:
+        raise ValueError("need 0 <= drop < 1 and 1 <= queries_per_memory <= n_keys")
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(sentences))[:need]
+    keys = [sentences[i] for i in pick]
+    target = np.stack([rng.choice(n_keys, size=queries_per_memory, replace=False) for _ in range(memories)])
+    queries = [perturb(keys[m * n_keys + t], rng, drop=drop) for m in range(memories) for t in target[m]]
+    ek = embed(rm, keys, max_length, progress=progress)
+    eq = embed(rm, queries, max_length, progress=progress)
+    mu = ek.mean(0)
+    _, _, vt = np.linalg.svd(ek - mu, full_matrices=False)
+    W = vt[:d].T
+    if W.shape[1] < d:
+        raise ValueError(f"embedding width {ek.shape[1]} < d = {d}")
+    proj = lambda x: (x - mu) @ W  # noqa: E731
+    K, Q = proj(ek), proj(eq)
+    K /= np.linalg.norm(K, axis=1, keepdims=True)
+    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+    return dict(K=K.reshape(memories, n_keys, d).astype(np.float32), Q=Q.reshape(memories, queries_per_memory, d).astype(np.float32),
+                target=target.astype(np.int64), keys=keys, queries=queries)
+
+
+def kv_retrieval_run(task: dict, *, M: int | None = None, m_frac: float | None = None, T: float = float("inf"),
+                     scale: float = KV_SCALE) -> dict:
+    """Exact or A3 retrieval on a `kv_retrieval_task`: with neither M nor m_frac, exact attention.
+    Returns correct (bool, memories*queries), and for A3 the per-query counts (n_allowed, m,
+    candidates, survivors, max_picks, min_picks) that `speedups` takes."""
+    import torch
+
+    from .algorithm import a3_attention
+
+    K, Q, tgt = (torch.from_numpy(np.asarray(task[x])) for x in ("K", "Q", "target"))
+    n = K.shape[1]
+    V = torch.eye(n).expand(K.shape[0], n, n)
+    if M is None and m_frac is None:
+        w = torch.softmax(scale * Q @ K.transpose(-1, -2), dim=-1)
+        return dict(correct=(w.argmax(-1) == tgt).reshape(-1).numpy())
+    res = a3_attention(Q, K, V, M=M, m_frac=m_frac, T=T, scale=scale)
+    out = dict(correct=(res.out.argmax(-1) == tgt).reshape(-1).numpy())
+    for name, attr in (("n_allowed", "n_allowed"), ("m", "m"), ("candidates", "n_candidates"), ("survivors", "n_survivors"),
+                       ("max_picks", "max_picks"), ("min_picks", "min_picks")):
+        out[name] = getattr(res, attr).reshape(-1).numpy().astype(float)
+    return out
