@@ -200,14 +200,16 @@ def chunk_score_bounds(q, k_int, k_step, scale: float, cfg: PickerConfig):
     """
     q = torch.as_tensor(q, dtype=torch.float64)
     k_int = torch.as_tensor(k_int, dtype=torch.float64)
-    col = scale * torch.as_tensor(k_step, dtype=torch.float64).squeeze(-1).unsqueeze(-2)  # (..., 1, Tk)
+    col = scale * torch.as_tensor(k_step, dtype=torch.float64)  # (..., Tk, 1)
     qpos = q.clamp_min(0).sum(-1, keepdim=True)
     qneg = q.clamp_max(0).sum(-1, keepdim=True)
+    q_lo, q_up = torch.cat([q, qneg], -1), torch.cat([q, qpos], -1)  # (..., Tq, d + 1)
     lowers, uppers = [], []
     for r in cfg.missing_bits:
-        base = col * torch.matmul(q, torch.floor(k_int / 2 ** r).transpose(-1, -2)) * 2 ** r
-        lowers.append(base + col * (2 ** r - 1) * qneg)
-        uppers.append(base + col * (2 ** r - 1) * qpos)
+        # bound = q . (hi * 2^r * col) + q_sign_sum * (2^r - 1) * col, as ONE augmented matmul each
+        key_aug = torch.cat([torch.floor(k_int / 2 ** r) * (2 ** r) * col, (2 ** r - 1) * col], -1)
+        lowers.append(torch.matmul(q_lo, key_aug.transpose(-1, -2)))
+        uppers.append(lowers[-1] if r == 0 else torch.matmul(q_up, key_aug.transpose(-1, -2)))
     return lowers, uppers
 
 
@@ -745,7 +747,7 @@ def _token_pick_paper(q, k, v, cfg: PickerConfig, *, scale, kv_groups, return_ma
     stat, kvs, kept_all, chunks_all = _result_buffers(B, H, Tq, Tk, kv_groups, L, return_masks)
     n_allowed = allowed.sum(-1)
     neg_inf = torch.tensor(-math.inf, dtype=torch.float64)
-    groups_per_batch = max(1, max_elements // max(G * Tq * Tk * (2 * nc + 4), 1))
+    groups_per_batch = max(1, max_elements // max(G * Tq * Tk * (3 * nc + 4), 1))
     for b in range(B):
         for g0 in range(0, Hkv, groups_per_batch):
             g1 = min(Hkv, g0 + groups_per_batch)
@@ -753,29 +755,34 @@ def _token_pick_paper(q, k, v, cfg: PickerConfig, *, scale, kv_groups, return_ma
             nh = (g1 - g0) * G
             a = allowed[min(b, allowed.shape[0] - 1)]
             a = (a[hs] if a.shape[0] > 1 else a).expand(nh, Tq, Tk)
-            lowers, uppers = chunk_score_bounds(q64[b, hs], k_int[b, hs], k_step[b, hs], scale, cfg)
+            # additive term: the mask's bias on allowed tokens, -inf on forbidden ones
+            add = torch.zeros((1, 1, 1), dtype=torch.float64)
             if bias is not None:
                 bb = bias[min(b, bias.shape[0] - 1)]
-                bb = bb[hs] if bb.shape[0] > 1 else bb
-                lowers = [x + bb for x in lowers]
-                uppers = [x + bb for x in uppers]
-            lowers = [torch.where(a, x, neg_inf) for x in lowers]
-            uppers = [torch.where(a, x, neg_inf) for x in uppers]
+                add = bb[hs] if bb.shape[0] > 1 else bb
+            add = torch.where(a, add, neg_inf)
+            lowers, uppers = chunk_score_bounds(q64[b, hs], k_int[b, hs], k_step[b, hs], scale, cfg)
+            for x in (*lowers, *uppers[:-1]):
+                x.add_(add)
             exact = lowers[-1]
-            log_z = _lse_last(exact)                     # (nh, Tq)
-            log_p = exact - log_z[..., None]
             has_tokens = a.any(-1)
+            # one reference level per row: the largest exact score (>= every lower bound, so no exp overflows)
+            top = exact.amax(-1, keepdim=True)
+            top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+            e_low = [torch.exp(x - top) for x in lowers]  # exp(lower bound), scaled; threshold-independent
+            e_exact = e_low[-1]
+            log_z = top[..., 0] + torch.log(e_exact.sum(-1))  # (nh, Tq)
             for li, c in enumerate(cfgs):
                 lam = math.log(c.prune_below) if c.prune_below > 0 else -math.inf
                 alive = a.clone()
                 ch = a.to(torch.int8)                    # chunk 1 of every allowed token is read
-                cur = lowers[0]                          # latest lower bound of every token read
+                cur = e_low[0]                           # exp(latest lower bound) of every token read
                 for m in range(nc):
                     if m > 0:                            # read chunk m+1 of the survivors only
                         ch += alive
-                        cur = torch.where(alive, lowers[m], cur)
-                    log_d = _lse_last(cur)[..., None]    # Eq. 5 denominator: sum of exp(lower bounds)
-                    alive &= (uppers[m] - log_d) >= lam  # prune iff exp(u) / D < threshold
+                        cur = torch.where(alive, e_low[m], cur)
+                    log_d = top + torch.log(cur.sum(-1, keepdim=True))  # Eq. 5 denominator (log)
+                    alive &= uppers[m] >= log_d + lam    # prune iff exp(u) / D < threshold
                 empty = has_tokens & ~alive.any(-1)
                 if bool(empty.any()):                    # threshold > 1/n: keep the best lower bound
                     idx = cur.argmax(-1, keepdim=True)
@@ -786,10 +793,12 @@ def _token_pick_paper(q, k, v, cfg: PickerConfig, *, scale, kv_groups, return_ma
                 st["n_kept"][b, hs] = alive.sum(-1).to(torch.float64)
                 st["key_chunks"][b, hs] = ch.sum(-1, dtype=torch.float64)
                 st["n_full"][b, hs] = (ch == nc).sum(-1).to(torch.float64)
-                log_kept = _lse_last(torch.where(alive, exact, neg_inf))
+                w = torch.where(alive, e_exact, 0.0)
+                w_sum = w.sum(-1)
+                log_kept = top[..., 0] + torch.log(w_sum)
                 st["pruned_mass"][b, hs] = torch.where(has_tokens, -torch.expm1(log_kept - log_z),
                                                        torch.zeros_like(log_z)).clamp_min(0)
-                st["n_oracle"][b, hs] = _oracle(a, log_p, c.threshold)
+                st["n_oracle"][b, hs] = _oracle(a, exact - log_z[..., None], c.threshold)
                 kv_view = (g1 - g0, G, Tq, Tk)
                 kv = kvs[li]
                 ch_u = ch.view(kv_view).amax(1)
@@ -797,13 +806,11 @@ def _token_pick_paper(q, k, v, cfg: PickerConfig, *, scale, kv_groups, return_ma
                 kv["kv_n_full"][b, g0:g1] = (ch_u == nc).sum(-1).to(torch.float64)
                 kv["kv_n_values"][b, g0:g1] = alive.view(kv_view).any(1).sum(-1).to(torch.float64)
                 if compute_output:
-                    safe = torch.where(torch.isfinite(log_kept), log_kept, torch.zeros_like(log_kept))[..., None]
-                    w = torch.where(alive, torch.exp(torch.where(alive, exact, neg_inf) - safe), 0.0)
-                    out[li][b, hs] = torch.matmul(w, v_deq[b, hs])
+                    out[li][b, hs] = torch.matmul(w, v_deq[b, hs]) / torch.where(w_sum > 0, w_sum, 1.0)[..., None]
                 if return_masks:
                     kept_all[li][b, hs] = alive
                     chunks_all[li][b, hs] = ch
-            del lowers, uppers, exact, log_p
+            del lowers, uppers, exact, e_low, add
     n_context = n_allowed.expand(B, H, Tq).to(torch.float64).clone()
     res = [PickResult(out=out[li], n_context=n_context, **stat[li], **kvs[li], kept=kept_all[li], chunks=chunks_all[li])
            for li in range(L)]

@@ -23,7 +23,7 @@ import torch
 from .estimator import PickerConfig, token_pick
 
 __all__ = ["StatsCollector", "make_attn_fn", "make_stats_fn", "cached", "token_nll", "book_windows",
-           "stats_pass", "quality_runs", "layer_counts", "window_ratio", "ratio_interval", "interpolate_threshold",
+           "stats_pass", "cached_stats", "quality_runs", "layer_counts", "window_ratio", "ratio_interval", "interpolate_threshold",
            "CONVENTIONS"]
 
 CONVENTIONS = ("ratio of sums", "mean of ratios")
@@ -105,24 +105,34 @@ def _as_spec(spec, rows):
     return d
 
 
-def make_stats_fn(specs, rows, *, kv_groups: int = 1):
+def make_stats_fn(specs, rows, *, kv_groups: int = 1, causal: bool = False):
     """An AttnFn that computes EXACT attention (the model runs unchanged; a fused kernel, so no T x T
     matrix is stored) and, on the side, Token-Picker counts on the query rows ``rows`` (positions, i.e.
     decode steps) of every layer, for every spec: a dict (cfg, thresholds, collector, tile=1, rows=a
     subset of ``rows``) or a tuple (cfg, thresholds, tile, collector). Many thresholds and variants
-    from ONE forward pass (statistics on the exact model's own tensors)."""
+    from ONE forward pass (statistics on the exact model's own tensors). ``causal=True`` (unpadded
+    sequences only) ignores the model's mask and uses the causal kernel (about twice as fast on long
+    inputs); the Token-Picker rows then get the causal mask of their positions."""
     rows = np.asarray(rows, dtype=np.int64)
     specs = [_as_spec(s, rows) for s in specs]
 
+    def causal_rows(r, Tq, Tk):
+        return torch.where(torch.arange(Tk)[None, :] <= r[:, None] + (Tk - Tq), 0.0, -math.inf)[None, None]
+
     def attn_fn(q, k, v, mask, scale, layer):
         Tq, Tk = q.shape[-2], k.shape[-2]
-        m_full = mask
-        if mask is None:
-            m_full = torch.where(torch.arange(Tk)[None, :] <= torch.arange(Tq)[:, None] + (Tk - Tq), 0.0, -math.inf)
-        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m_full.to(q.dtype), scale=scale)
+        if causal or mask is None:
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=Tq > 1, scale=scale) \
+                if Tq == Tk else torch.nn.functional.scaled_dot_product_attention(
+                    q, k, v, attn_mask=causal_rows(torch.arange(Tq), Tq, Tk).to(q.dtype), scale=scale)
+        else:
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), scale=scale)
         for sp in specs:
             r = torch.as_tensor(sp["rows"])
-            m = m_full if m_full.shape[-2] == 1 else m_full[..., r, :]
+            if causal or mask is None:
+                m = causal_rows(r, Tq, Tk)
+            else:
+                m = mask if mask.shape[-2] == 1 else mask[..., r, :]
             res = token_pick(q[..., r, :], k, v, sp["cfg"], mask=m, scale=scale, kv_groups=kv_groups,
                              tile=sp["tile"], thresholds=list(sp["thresholds"]), compute_output=False)
             sp["collector"].add(layer, res)
@@ -208,13 +218,36 @@ def stats_pass(rm, windows, rows, specs, *, progress: bool = True) -> list[dict]
     G = rm.n_heads // rm.n_kv_heads
     specs = [dict(s) for s in specs]
     collectors = [StatsCollector() for _ in specs]
-    fn = make_stats_fn([dict(s, collector=c) for s, c in zip(specs, collectors)], rows, kv_groups=G)
+    fn = make_stats_fn([dict(s, collector=c) for s, c in zip(specs, collectors)], rows, kv_groups=G, causal=True)
     for w in tqdm(windows, desc="stats pass (windows)", disable=not progress, leave=False):
         ids = torch.tensor([w], dtype=torch.long, device=rm.device)
         with torch.no_grad(), replaced_attention(rm, fn):
             rm.model.model(input_ids=ids, use_cache=False)
     return [{layer: {f: a[:, :, 0] for f, a in arrs.items()} for layer, arrs in c.arrays().items()}
             for c in collectors]
+
+
+def cached_stats(rm, windows, rows, specs, *, progress: bool = True) -> list[dict]:
+    """`stats_pass` cached by its inputs (model, windows, rows, each spec's cfg / thresholds / rows /
+    tile), one cache entry per window so a larger set of windows reuses the smaller one's."""
+    out = None
+    for w in windows:
+        key = dict(model=rm.name, window=[int(t) for t in w], rows=[int(r) for r in rows],
+                   specs=[dict(cfg=repr(s["cfg"]), thresholds=[float(t) for t in s["thresholds"]],
+                               rows=None if s.get("rows") is None else [int(r) for r in s["rows"]],
+                               tile=int(s.get("tile", 1))) for s in specs])
+        res = cached("stats", key, lambda w=w: stats_pass(rm, [w], rows, specs, progress=False))
+        if out is None:
+            out = [[r] for r in res]
+        else:
+            for acc, r in zip(out, res):
+                acc.append(r)
+        if progress:
+            print(".", end="", flush=True)
+    if progress:
+        print()
+    return [{layer: {f: np.concatenate([r[layer][f] for r in per_spec]) for f in per_spec[0][layer]}
+             for layer in per_spec[0]} for per_spec in out]
 
 
 def quality_runs(rm, windows, prefill: int, cfg: PickerConfig, thresholds, *, key: dict | None = None,
@@ -237,9 +270,12 @@ def quality_runs(rm, windows, prefill: int, cfg: PickerConfig, thresholds, *, ke
     base_key = dict(model=rm.name, windows=[list(map(int, w)) for w in windows], prefill=int(prefill), **(key or {}))
     state = {}
 
+    def exact_causal(q, k, v, mask, scale, layer):  # unpadded prompt: the fused causal kernel
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+
     def prefix_cache():
         if "past" not in state:
-            with torch.no_grad():
+            with torch.no_grad(), replaced_attention(rm, exact_causal):
                 state["past"] = rm.model(input_ids=ids[:, :prefill], use_cache=True).past_key_values
         return state["past"]
 
@@ -256,7 +292,9 @@ def quality_runs(rm, windows, prefill: int, cfg: PickerConfig, thresholds, *, ke
                 with torch.no_grad(), ctx:
                     out = rm.model(input_ids=ids[:, prefill:-1], past_key_values=past, use_cache=True)
             finally:
-                past.crop(prefill)  # back to the prompt's cache for the next threshold
+                extra = past.get_seq_length() - prefill  # back to the prompt's cache for the next threshold
+                if extra > 0:
+                    past.crop(-extra)
             logp = torch.log_softmax(out.logits.float(), dim=-1)
             nll = (-logp.gather(-1, ids[:, prefill + 1:, None]).squeeze(-1)).double().numpy()
             st = None if c is None else {layer: {f: a[0, 0] for f, a in arrs.items()}
