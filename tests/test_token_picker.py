@@ -438,6 +438,13 @@ def test_make_stats_fn_exact_output_and_row_subsets():
     assert a.arrays()[0]["n_context"].shape == (1, 2, 1, 3, 3)
     np.testing.assert_array_equal(a.arrays()[0]["n_context"][0, 0, 0, 0], [8, 16, 24])
     assert b.arrays()[0]["n_kept"].shape == (1, 1, 1, 3, 1)
+    # the causal-kernel path (unpadded sequences) gives the same output and the same counts
+    c = tp.StatsCollector()
+    fn_c = tp.make_stats_fn([dict(cfg=tp.PickerConfig(), thresholds=[1e-3, 1e-2], collector=c)], rows, kv_groups=3,
+                            causal=True)
+    np.testing.assert_allclose(fn_c(q, k, v, None, 0.25, layer=0).numpy(), ref, rtol=1e-4, atol=1e-5)
+    for f in tp.StatsCollector.FIELDS:
+        np.testing.assert_array_equal(c.arrays()[0][f], a.arrays()[0][f])
     with pytest.raises(ValueError, match="subset"):
         tp.make_stats_fn([dict(cfg=tp.PickerConfig(), thresholds=[1e-3], collector=a, rows=[3])], rows)
 
