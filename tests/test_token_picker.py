@@ -384,6 +384,15 @@ def test_make_attn_fn_prefill_rows_are_exact():
     np.testing.assert_array_equal(arrays["n_context"][0, 0, 0, 0], np.arange(17, 25))
 
 
+def test_make_attn_fn_threshold_zero_fast_path_equals_token_pick():
+    q, k, v = (torch.as_tensor(a, dtype=torch.float32) for a in _rand(H=3, T=24, seed=53))
+    mask = torch.where(torch.tril(torch.ones(24, 24, dtype=torch.bool)), 0.0, torch.finfo(torch.float32).min)[None, None]
+    cfg = tp.PickerConfig(threshold=0.0)
+    fast = tp.make_attn_fn(cfg, kv_groups=3, decode_from=8)(q, k, v, mask, 0.25, layer=0)
+    slow = tp.make_attn_fn(cfg, kv_groups=3, decode_from=8, collector=tp.StatsCollector())(q, k, v, mask, 0.25, layer=0)
+    np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- real captured tensors
 # ----------------------------------------------------------------------------- experiment helpers
 def test_window_ratio_conventions_closed_form():
@@ -447,6 +456,15 @@ def test_make_stats_fn_exact_output_and_row_subsets():
         np.testing.assert_array_equal(c.arrays()[0][f], a.arrays()[0][f])
     with pytest.raises(ValueError, match="subset"):
         tp.make_stats_fn([dict(cfg=tp.PickerConfig(), thresholds=[1e-3], collector=a, rows=[3])], rows)
+
+
+def test_make_attn_fn_threshold_zero_fast_path_equals_token_pick():
+    q, k, v = (torch.as_tensor(a, dtype=torch.float32) for a in _rand(H=3, T=24, seed=53))
+    mask = torch.where(torch.tril(torch.ones(24, 24, dtype=torch.bool)), 0.0, torch.finfo(torch.float32).min)[None, None]
+    cfg = tp.PickerConfig(threshold=0.0)
+    fast = tp.make_attn_fn(cfg, kv_groups=3, decode_from=8)(q, k, v, mask, 0.25, layer=0)
+    slow = tp.make_attn_fn(cfg, kv_groups=3, decode_from=8, collector=tp.StatsCollector())(q, k, v, mask, 0.25, layer=0)
+    np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- real captured tensors

@@ -79,7 +79,10 @@ def make_attn_fn(cfg: PickerConfig, *, kv_groups: int = 1, decode_from: int = 0,
             m = _rows_mask(mask, slice(0, start))
             out[..., :start, :] = torch.nn.functional.scaled_dot_product_attention(
                 q[..., :start, :], k, v, attn_mask=None if m is None else m.to(q.dtype), scale=scale).double()
-        if start < Tq:
+        if start < Tq and cfg.threshold == 0 and collector is None:  # nothing pruned: dense, quantised K/V
+            out[..., start:, :] = _dense_quantised(q[..., start:, :], k, v, cfg, scale,
+                                                   None if mask is None else _rows_mask(mask, slice(start, Tq)))
+        elif start < Tq:
             res = token_pick(q[..., start:, :].detach().cpu(), k.detach().cpu(), v.detach().cpu(), cfg,
                              mask=None if mask is None else _rows_mask(mask, slice(start, Tq)).detach().cpu(),
                              scale=scale, kv_groups=kv_groups, tile=tile)
@@ -89,6 +92,21 @@ def make_attn_fn(cfg: PickerConfig, *, kv_groups: int = 1, decode_from: int = 0,
         return out.to(dtype=q.dtype, device=q.device)
 
     return attn_fn
+
+
+def _dense_quantised(q, k, v, cfg: PickerConfig, scale: float, mask) -> torch.Tensor:
+    """Exact attention (float64) with the keys and values quantised as Token-Picker stores them: the
+    threshold-0 output of `token_pick`, without its bookkeeping."""
+    from .estimator import quantize
+
+    k_int, k_step = quantize(k.detach().cpu(), cfg.k_bits)
+    v_int, v_step = quantize(v.detach().cpu(), cfg.v_bits)
+    m = None
+    if mask is not None:
+        m = mask.detach().cpu().to(torch.float64)
+        m = torch.where(m <= -1e4, torch.tensor(-math.inf, dtype=torch.float64), m)
+    return torch.nn.functional.scaled_dot_product_attention(q.detach().cpu().double(), k_int * k_step, v_int * v_step,
+                                                            attn_mask=m, scale=scale)
 
 
 def _as_spec(spec, rows):
