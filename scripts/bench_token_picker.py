@@ -9,6 +9,11 @@ Inputs: SmolLM2-135M-shaped tensors (9 query heads, 3 KV heads, d_head 64) with 
 values, or with --real the Q/K/V of one SmolLM2 layer on real Austen text (needs the model).
 
     .venv/bin/python scripts/bench_token_picker.py --context 4096 --rows 8
+    .venv/bin/python scripts/bench_token_picker.py --stats-pass 4096   # a whole statistics pass, 30 layers
+
+--stats-pass N times `token_picker.stats_pass` on one real N-token Austen window: the exact SmolLM2
+forward (fused causal kernel) plus the paper estimator at --rows decode steps of every layer, for all
+--thresholds at once (no cache).
 """
 from __future__ import annotations
 
@@ -60,8 +65,22 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--real", action="store_true", help="one SmolLM2 layer on real text instead of random tensors")
+    ap.add_argument("--stats-pass", type=int, default=0, metavar="N", help="time a whole statistics pass on an N-token window")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.stats_pass:
+        from attnlib import data, models
+
+        rm = models.load_decoder("smollm2")
+        wins, _ = tp.book_windows(rm, data.load_records("austen"), args.stats_pass, 1)
+        rows = args.stats_pass - 1 - 32 * np.arange(args.rows)[::-1]
+        spec = dict(cfg=tp.PickerConfig(), thresholds=args.thresholds)
+        t0 = time.perf_counter()
+        tp.stats_pass(rm, wins, rows, [spec], progress=False)
+        t = time.perf_counter() - t0
+        print(f"statistics pass, one {args.stats_pass}-token window, {rm.n_layers} layers, {args.rows} decode rows, "
+              f"{len(args.thresholds)} thresholds: {t:.1f} s ({args.threads} threads)")
+        return
     q, k, v, mask, scale, G = inputs(args.context, args.rows, args.real)
     pairs = q.shape[1] * args.rows * args.context
     print(f"context {args.context}, {args.rows} decode rows x {q.shape[1]} heads, thresholds {args.thresholds}, "
