@@ -12,7 +12,7 @@ def test_primer_records_checked_decode_intensity(run_notebook):
     values = {v["name"]: v for v in results["values"]}
     intensity = values["decode_step_intensity"]
     n, b = intensity["params"]["context"], intensity["params"]["bytes_per_element"]
-    assert intensity["value"] == pytest.approx(2 * n / (b * (n + 1)))
+    assert intensity["value"] == pytest.approx(2 * n / (b * (n + 1)), rel=1e-3)  # recorded at 4 significant digits
     assert intensity["basis"] == "modelled"
     assert values["decode_utilisation_edge"]["value"] < 0.1  # memory-bound: far below peak
     assert {"primer_roofline", "primer_work_traffic"} <= set(figures)
