@@ -375,7 +375,10 @@ def test_kv_retrieval_run_exact_and_full_search():
     Q = np.take_along_axis(K, target[..., None], axis=1) + 0.05 * rng.standard_normal((2, 10, 16)).astype(np.float32)
     task = dict(K=K, Q=Q, target=target)
     assert a3.kv_retrieval_run(task)["correct"].all()
-    full = a3.kv_retrieval_run(task, M=40 * 16, T=a3.margin_from_weight(0.001))
+    full = a3.kv_retrieval_run(task, M=40 * 16, T=a3.margin_from_weight(0.001), use_cache=False)
+    again = a3.kv_retrieval_run(task, M=40 * 16, T=a3.margin_from_weight(0.001))   # through the cache, twice
+    assert np.array_equal(a3.kv_retrieval_run(task, M=40 * 16, T=a3.margin_from_weight(0.001))["correct"], again["correct"])
+    assert np.array_equal(again["candidates"], full["candidates"])
     assert full["correct"].all() and full["correct"].shape == (20,)
     assert (full["candidates"] >= 1).all() and (full["survivors"] <= full["candidates"]).all()
     one = a3.kv_retrieval_run(task, M=1)

@@ -25,7 +25,7 @@ CLAIMS = {
     "a3_accuracy_loss_conservative": ("accuracy", "algorithmic"),
     "a3_accuracy_loss_aggressive": ("accuracy", "algorithmic"),
 }
-FIGURES = ("a3_tradeoff", "a3_kv_retrieval", "a3_candidates_recall", "a3_throughput_latency", "a3_energy_efficiency", "a3_modules", "a3_accuracy",
+FIGURES = ("a3_matched_summary", "a3_tradeoff", "a3_kv_retrieval", "a3_candidates_recall", "a3_throughput_latency", "a3_energy_efficiency", "a3_modules", "a3_accuracy",
            "a3_sensitivity")
 
 

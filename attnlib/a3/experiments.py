@@ -210,10 +210,17 @@ def kv_retrieval_task(rm, sentences, *, n_keys: int = 320, d: int = 64, memories
 
 
 def kv_retrieval_run(task: dict, *, M: int | None = None, m_frac: float | None = None, T: float = float("inf"),
-                     scale: float = KV_SCALE) -> dict:
+                     scale: float = KV_SCALE, use_cache: bool = True) -> dict:
     """Exact or A3 retrieval on a `kv_retrieval_task`: with neither M nor m_frac, exact attention.
     Returns correct (bool, memories*queries), and for A3 the per-query counts (n_allowed, m,
-    candidates, survivors, max_picks, min_picks) that `speedups` takes."""
+    candidates, survivors, max_picks, min_picks) that `speedups` takes. A3 runs are cached by their
+    inputs (the arrays' bytes, M, T, scale, the algorithm version) unless ``use_cache=False``."""
+    if use_cache and not (M is None and m_frac is None):
+        h = hashlib.sha256()
+        for x in ("K", "Q", "target"):
+            h.update(np.ascontiguousarray(task[x]).tobytes())
+        key = dict(arrays=h.hexdigest(), M=M, m_frac=m_frac, T=float(T), scale=float(scale), version=ALGORITHM_VERSION)
+        return cached("a3", "kv_run", key, lambda: kv_retrieval_run(task, M=M, m_frac=m_frac, T=T, scale=scale, use_cache=False))
     import torch
 
     from .algorithm import a3_attention
