@@ -7,10 +7,14 @@ CLAIMS = {  # claim_id: (kind, paper value, basis, role, of)
     "energy_reduction": ("ratio", 19.6, "modelled", "headline", None),
     "accuracy_degradation": ("accuracy", 0.36, "algorithmic", "headline", None),
     "accuracy_degradation_small_sets": ("accuracy", 0.36, "algorithmic", "alternative", "accuracy_degradation"),
+    "speedup_M": ("ratio", 7.4, "modelled", "headline", None),
+    "speedup_L": ("ratio", 7.1, "modelled", "headline", None),
+    "speedup_vs_runtime_pruning": ("ratio", 7.5, "modelled", "alternative", "speedup"),
+    "energy_reduction_vs_runtime_pruning": ("ratio", 19.6, "modelled", "alternative", "energy_reduction"),
     "speedup_vs_tiled_baseline": ("ratio", 7.5, "modelled", "alternative", "speedup"),
     "energy_reduction_vs_tiled_baseline": ("ratio", 19.6, "modelled", "alternative", "energy_reduction"),
 }
-FIGURES = {"sprint_method_scores", "sprint_pruning_per_layer", "sprint_accuracy_sweeps", "sprint_speedup_energy",
+FIGURES = {"sprint_method_scores", "sprint_configurations", "sprint_pruning_per_layer", "sprint_accuracy_sweeps", "sprint_speedup_energy",
            "sprint_buffer_and_reuse", "sprint_energy_breakdown", "sprint_sensitivity"}
 
 
@@ -20,13 +24,16 @@ def test_sprint_notebook(run_notebook):
     claims = check_claims(results, "02_sprint", "SPRINT", {
         cid: dict(kind=kind, paper_value=paper, basis=basis, role=role, of=of)
         for cid, (kind, paper, basis, role, of) in CLAIMS.items()})
-    for cid in ("speedup", "energy_reduction"):
+    for cid in ("speedup", "energy_reduction", "speedup_M", "speedup_L"):
         c = claims[cid]
         assert c["interval"]["method"].startswith("bootstrap") and c["interval"]["n"] > 0, cid
         # the labelled assumptions were swept: memory energy, crossbar timing, analog noise
-        assert {"memory pJ/bit", "crossbar cycle (ns)", "noise scale"} <= set(c["assumption_range"]["swept"]), cid
+        assert {"memory read pJ/bit", "crossbar ns per query", "noise scale"} <= set(c["assumption_range"]["swept"]), cid
         assert c["assumption_range"]["lo"] <= c["reproduced"] <= c["assumption_range"]["hi"]
         assert c["deviations"] and c["averaging"]
+    # S/M/L use their own on-chip memory sizes (paper: 16/32/64 KB with 1/2/4 CORELETs)
+    assert [claims[c]["params"]["buffer_kib"] for c in ("speedup", "speedup_M", "speedup_L")] == [16, 32, 64]
+    assert [claims[c]["params"]["corelets"] for c in ("speedup", "speedup_M", "speedup_L")] == [1, 2, 4]
     acc = claims["accuracy_degradation"]
     assert acc["interval"]["method"].startswith("paired bootstrap") and acc["interval"]["n"] == acc["params"]["n_test"]
     assert "noise scale" in acc["assumption_range"]["swept"]

@@ -428,3 +428,53 @@ def test_sprint_cost_with_a_buffer_policy(real_masks):
          for p in ("belady", "lru", "previous")}
     assert c["belady"].traffic_bytes <= c["lru"].traffic_bytes <= c["previous"].traffic_bytes
     assert c["lru"].macs == c["previous"].macs
+
+
+# ----------------------------------------------------------------------------- the paper's hardware setting
+def test_sprint_crossbar_uses_the_reported_mac_energy_and_threshold_time():
+    x = rr.sprint_crossbar()
+    assert x.node_nm == 65 and x.mac_pj == 0.10 and x.cycle_s == pytest.approx(8e-9)
+    T, d = 128, 64
+    sc = rr.scoring_cost(T, T * T, d, key_bits=4, query_bits=4, spec=x)
+    assert sc.cells_j == pytest.approx(T * T * d * 0.10e-12) and sc.dac_j == sc.sh_j == 0.0
+    assert sc.decision_j == pytest.approx(T * T * x.comparator_pj * 1e-12)
+    assert sc.time_s == pytest.approx(T * 8e-9)                   # one tAxTh per query
+    assert rr.sprint_crossbar(threshold_cycles=1).cycle_s == pytest.approx(1e-9)
+    with pytest.raises(ValueError):
+        rr.sprint_crossbar(threshold_cycles=0)
+    with pytest.raises(ValueError):
+        rr.CrossbarSpec(mac_pj=-1.0)
+
+
+def test_sprint_hardware_configurations():
+    accs = {c: sp.sprint_hardware(c)[0] for c in "SML"}
+    assert [accs[c].buffer.capacity_bytes for c in "SML"] == [16 * KiB, 32 * KiB, 64 * KiB]
+    assert [accs[c].compute.pes for c in "SML"] == [sp.MACS_PER_CORELET * n for n in (1, 2, 4)]
+    for a in accs.values():
+        assert a.node_nm == 65 and a.compute.clock_hz == 1e9
+        assert a.dram.read_pj_per_bit == 3.1 and a.dram.write_pj_per_bit == 24.4
+    assert sp.CONFIG_SPEEDUPS == {"S": 7.5, "M": 7.4, "L": 7.1}
+    with pytest.raises(ValueError, match="configuration"):
+        sp.sprint_hardware("XL")
+
+
+def test_baseline_main_memory_energy_splits_reads_and_writes():
+    acc, _ = sp.sprint_hardware("S")
+    d, bpe, T = 64, 2, 256
+    c = sp.baseline_cost(acc, layers=1, heads=1, seq_len=T, d_head=d, query_tile=1)
+    writes = T * 2 * d * bpe + T * d * bpe                       # K/V written once, O written once
+    reads = c.traffic_bytes - writes
+    assert c.energy["DRAM"] == pytest.approx(8e-12 * (3.1 * reads + 24.4 * writes))
+
+
+def test_runtime_pruning_baseline_fetches_everything_but_skips_pruned_work():
+    acc, _ = sp.sprint_hardware("S")
+    kw = dict(layers=2, heads=4, seq_len=256, d_head=64, query_tile=1)
+    conv = sp.baseline_cost(acc, **kw)
+    pr = sp.baseline_cost(acc, keep_fraction=0.25, **kw)
+    assert pr.traffic_bytes == conv.traffic_bytes                # all K/V still fetched
+    assert pr.macs == pytest.approx(conv.macs * (1 + 0.25) / 2)  # all q.k, a quarter of p.v
+    assert pr.energy_j < conv.energy_j and pr.time_s <= conv.time_s
+    assert sp.baseline_cost(acc, keep_fraction=1.0, **kw).macs == conv.macs
+    with pytest.raises(ValueError, match="keep_fraction"):
+        sp.baseline_cost(acc, keep_fraction=0.0, **kw)

@@ -59,7 +59,10 @@ class CrossbarSpec:
     cycle; dac_pj: per driven word line per cycle; sh_pj: per bit line per cycle (sample-and-hold);
     comparator_pj: one 1-bit decision; adc_pj: one conversion of ``adc_bits`` (for the ADC variant);
     cell_write_pj: programming one cell (incl. verify); write_cycle_s: one row program pulse;
-    node_nm: the technology node the energies refer to.
+    node_nm: the technology node the energies refer to; mac_pj: when set, the all-inclusive energy of
+    one in-memory multiply-accumulate (one key element times one query element, cells + drivers +
+    sample-and-hold), which replaces the cell / DAC / sample-and-hold accounting (the comparator or
+    ADC decision is still counted on its own).
     """
 
     rows: int = 128
@@ -76,6 +79,7 @@ class CrossbarSpec:
     cell_write_pj: float = 10.0
     write_cycle_s: float = 50e-9
     node_nm: float = 32
+    mac_pj: float | None = None
     sources: dict = field(default_factory=lambda: dict(SOURCES))
 
     def __post_init__(self):
@@ -89,6 +93,8 @@ class CrossbarSpec:
         for name in ("cell_read_pj", "dac_pj", "sh_pj", "comparator_pj", "adc_pj", "cell_write_pj"):
             if getattr(self, name) < 0:
                 raise ValueError(f"CrossbarSpec.{name} must be >= 0")
+        if self.mac_pj is not None and self.mac_pj < 0:
+            raise ValueError("CrossbarSpec.mac_pj must be >= 0 (or None)")
 
     def with_(self, **changes) -> "CrossbarSpec":
         return replace(self, **changes)
@@ -181,6 +187,10 @@ def scoring_cost(n_queries: float, key_slots: float, d_head: int, *, key_bits: i
     per_decision = spec.comparator_pj if readout == "comparator" else spec.adc_pj
     decisions = key_slots * (1 if readout == "comparator" else cpk * cyc)
     pj = 1e-12
+    if spec.mac_pj is not None:  # all-inclusive energy per in-memory MAC (e.g. SPRINT's reported figure)
+        return ScoringCost(cells_j=key_slots * d_head * spec.mac_pj * pj, dac_j=0.0, sh_j=0.0,
+                           decision_j=decisions * per_decision * pj,
+                           time_s=n_queries * cyc * spec.cycle_s / max(1, parallel_queries))
     return ScoringCost(cells_j=cells * spec.cell_read_pj * pj, dac_j=dac * spec.dac_pj * pj,
                        sh_j=sh * spec.sh_pj * pj, decision_j=decisions * per_decision * pj,
                        time_s=n_queries * cyc * spec.cycle_s / max(1, parallel_queries))
@@ -199,4 +209,41 @@ def constants_rows(spec: CrossbarSpec) -> list[dict]:
             "sh_pj": f"{spec.sh_pj:.3g} pJ", "adc_pj": f"{spec.adc_pj:.3g} pJ ({spec.adc_bits} b)",
             "comparator_pj": f"{spec.comparator_pj:.3g} pJ", "cell_write_pj": f"{spec.cell_write_pj:g} pJ",
             "write_cycle_s": f"{spec.write_cycle_s * 1e9:g} ns", "node_nm": f"{spec.node_nm:g} nm"}
+    if spec.mac_pj is not None:
+        keys["mac_pj"] = f"{spec.mac_pj:g} pJ per in-memory MAC (replaces cell/DAC/S&H)"
     return [dict(constant=k, value=v, source=spec.sources.get(k, "")) for k, v in keys.items()]
+
+
+# ---- SPRINT's own constants (secondary source: a structured summary of the full paper, see the card)
+SPRINT_S1 = ("secondary: S1 (RyoTTa/chamber-paper-wiki summary of the SPRINT paper, MICRO 2022; see "
+             "../shared/papers/sprint.md)")
+SPRINT_NODE_NM = 65                # TSMC 65 nm
+SPRINT_CLOCK_HZ = 1e9              # 1 GHz
+SPRINT_MAC_PJ = 0.10               # per in-memory MAC in ReRAM at 65 nm
+SPRINT_READ_PJ_PER_BIT = 3.1       # ReRAM main memory read
+SPRINT_WRITE_PJ_PER_BIT = 24.4     # ReRAM main memory write
+SPRINT_KEY_BITS = 4                # 4 MSBs of each key in the transposable crossbar
+SPRINT_THRESHOLD_CYCLES = 8        # tAxTh < 8 cycles for in-memory thresholding (upper bound used)
+
+
+def sprint_crossbar(*, threshold_cycles: float = SPRINT_THRESHOLD_CYCLES, mac_pj: float = SPRINT_MAC_PJ,
+                    base: CrossbarSpec | None = None) -> CrossbarSpec:
+    """The crossbar with SPRINT's reported constants: 0.10 pJ per in-memory MAC (all-inclusive), a 1-bit
+    comparator per bit line (the ISAAC-derived comparator energy, scaled to 65 nm), and in-memory
+    scoring plus thresholding of one query in ``threshold_cycles`` cycles of the 1 GHz clock (the
+    paper's tAxTh < 8 cycles: 8 is the conservative end), the whole query applied at once (a 4-bit
+    DAC, one read per query). Cell writes keep the ASSUMPTION of `CrossbarSpec`."""
+    if not threshold_cycles > 0:
+        raise ValueError(f"threshold_cycles must be positive, got {threshold_cycles}")
+    spec = (base or CrossbarSpec()).at_node(SPRINT_NODE_NM)
+    sources = dict(spec.sources)
+    sources.update({
+        "mac_pj": SPRINT_S1 + ": 0.10 pJ per in-memory MAC (65 nm ReRAM)",
+        "cycle_s": SPRINT_S1 + f": in-memory thresholding tAxTh < 8 cycles at 1 GHz; {threshold_cycles:g} cycles used",
+        "input_bits_per_cycle": "ASSUMPTION: the 4-bit query is applied in one read (multi-bit DACs), so one query "
+                                "takes one tAxTh",
+        "comparator_pj": sources["comparator_pj"] + "; scaled to 65 nm (1-bit comparator per bit line: " + SPRINT_S1 + ")",
+        "node_nm": SPRINT_S1 + ": TSMC 65 nm",
+    })
+    return replace(spec, mac_pj=mac_pj, cycle_s=threshold_cycles / SPRINT_CLOCK_HZ, input_bits_per_cycle=SPRINT_KEY_BITS,
+                   sources=sources)

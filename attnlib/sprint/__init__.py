@@ -22,7 +22,8 @@ records, per layer, how many keys each query kept and how many it shared with th
 `attnlib.hw` primitives plus the crossbar model `attnlib.hw.reram`.
 
 The package: `attnlib.sprint.algorithm` (steps 1-4, keep statistics, calibration),
-`attnlib.sprint.cost` (buffer, baselines, time and energy), `attnlib.sprint.experiment` (real-model
+`attnlib.sprint.cost` (baselines, time and energy, the paper's S/M/L hardware), `attnlib.sprint.buffer`
+(K/V buffer replacement policies on recorded keep masks), `attnlib.sprint.experiment` (real-model
 helpers, cached probe correctness, headline aggregation with intervals). Everything is re-exported here.
 """
 from __future__ import annotations
@@ -33,5 +34,7 @@ from .cost import *  # noqa: F401,F403
 from .cost import __all__ as _c
 from .experiment import *  # noqa: F401,F403
 from .experiment import __all__ as _e
+from .buffer import *  # noqa: F401,F403
+from .buffer import __all__ as _b
 
-__all__ = [*_a, *_c, *_e]
+__all__ = [*_a, *_c, *_e, *_b]

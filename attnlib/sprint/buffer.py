@@ -19,6 +19,9 @@ All policies are vectorised over the (sequence, head) units: one numpy step per 
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
+
 import numpy as np
 
 from .algorithm import RowStats
@@ -89,22 +92,39 @@ def simulate_fetches(keep: np.ndarray, capacity: int, policy: str = "lru", valid
 class BufferPolicy:
     """``fetched_of`` for `sprint_cost`: fetched K/V rows (N, H) of one layer's `RowStats` (recorded
     with ``record_masks=True``) through a buffer of ``capacity_rows`` under ``policy``; results are
-    memoised per (layer statistics, capacity)."""
+    memoised per (layer statistics, capacity) and cached on disk by the masks' digest (``use_cache``)."""
 
-    def __init__(self, policy: str = "lru"):
+    def __init__(self, policy: str = "lru", *, use_cache: bool = True):
         if policy not in POLICIES:
             raise ValueError(f"unknown buffer policy {policy!r}; known: {', '.join(POLICIES)}")
         self.policy = policy
+        self.use_cache = use_cache
         self._memo: dict = {}
 
     def __call__(self, st: RowStats, capacity_rows: float) -> np.ndarray:
         key = (id(st), int(capacity_rows))
         if key not in self._memo:
-            masks = st.keep_masks()                       # (N, H, T, Tk)
-            N, H, T, Tk = masks.shape
-            f = simulate_fetches(masks.reshape(N * H, T, Tk), int(capacity_rows), self.policy,
-                                 st.valid.reshape(N * H, T))
-            self._memo[key] = (st, f.reshape(N, H))       # keep st alive so id() stays unique
+            if st.keep_bits is None:
+                st.keep_masks()                           # raises the clear error
+            N, H = st.kept.shape[:2]
+
+            def compute():
+                masks = st.keep_masks()                   # (N, H, T, Tk)
+                T, Tk = masks.shape[2:]
+                return simulate_fetches(masks.reshape(N * H, T, Tk), int(capacity_rows), self.policy,
+                                        st.valid.reshape(N * H, T)).reshape(N, H)
+
+            if self.use_cache:
+                from ..cache import cached
+
+                h = hashlib.sha256(np.ascontiguousarray(st.keep_bits).tobytes())
+                h.update(np.ascontiguousarray(st.valid).tobytes())
+                disk_key = dict(masks=h.hexdigest()[:24], shape=list(st.keep_bits.shape), capacity=int(capacity_rows),
+                                policy=self.policy, code=hashlib.sha256(inspect.getsource(simulate_fetches).encode()).hexdigest()[:16])
+                f = cached("sprint", "buffer", disk_key, compute)
+            else:
+                f = compute()
+            self._memo[key] = (st, np.asarray(f, dtype=np.float64))   # keep st alive so id() stays unique
         return self._memo[key][1]
 
     def __repr__(self) -> str:

@@ -3,7 +3,7 @@ SPRINT's time and energy on the shared `attnlib.hw` primitives plus the crossbar
 `attnlib.hw.reram`, driven by keep statistics measured on real models."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -12,7 +12,8 @@ from ..hw.accelerator import Accelerator
 from .algorithm import AnalogConfig, RowStats
 
 __all__ = ["fetch_rows", "CostBreakdown", "baseline_tile", "baseline_cost", "sprint_cost", "map_stats_to_shape",
-           "compare", "compare_draws", "sprint_cost_draws", "ENERGY_PARTS"]
+           "compare", "compare_draws", "sprint_cost_draws", "ENERGY_PARTS", "CONFIGS",
+           "CONFIG_SPEEDUPS", "sprint_hardware", "MACS_PER_CORELET", "MAIN_MEMORY_BANDWIDTH"]
 
 
 # ----------------------------------------------------------------------------- data movement
@@ -80,7 +81,8 @@ def _baseline_streamed_rows(T: int, bq: int, resident: int, causal: bool) -> flo
 
 
 def baseline_cost(acc: Accelerator, *, layers: int, heads: int, seq_len: int, d_head: int, causal: bool = False,
-                  bpe: float | None = None, query_tile: int | None = None) -> CostBreakdown:
+                  bpe: float | None = None, query_tile: int | None = None,
+                  keep_fraction: float | None = None) -> CostBreakdown:
     """A conventional digital accelerator (same buffer) computing exact attention for one sequence.
 
     Per head: Q read once, O written once, K and V written once after projection (compulsory, as in
@@ -89,9 +91,15 @@ def baseline_cost(acc: Accelerator, *, layers: int, heads: int, seq_len: int, d_
     ``query_tile=None`` picks the tile that minimises traffic (the strongest baseline); ``query_tile=1``
     is a query-at-a-time dataflow (every query streams every K/V row it cannot keep resident). All T x T
     scores (causal: lower triangle) are computed. Heads and layers run one after another; compute and
-    transfers overlap (roofline).
+    transfers overlap (roofline). Main-memory energy counts K/V and O as writes, the rest as reads.
+
+    ``keep_fraction``: runtime pruning AFTER the fetch (LeOPArd / SpAtten-style accelerators, the
+    paper's motivation): every K/V row is still fetched and every score computed, but softmax and the
+    weighted sum of values run over the kept fraction only (one compare per score is added).
     """
     bpe = acc.bytes_per_element if bpe is None else bpe
+    if keep_fraction is not None and not 0 < keep_fraction <= 1:
+        raise ValueError(f"keep_fraction must lie in (0, 1], got {keep_fraction}")
     T = seq_len
     kv_row = _kv_row_bytes(d_head, bpe)
     cap = acc.buffer.capacity_bytes
@@ -110,14 +118,17 @@ def baseline_cost(acc: Accelerator, *, layers: int, heads: int, seq_len: int, d_
     streamed = _baseline_streamed_rows(T, bq, resident, causal)
     scores = T * (T + 1) / 2 if causal else float(T * T)
     dram_bytes = streamed * kv_row + T * kv_row + 2 * T * d_head * bpe  # stream + K/V write + Q read/O write
-    macs = 2 * scores * d_head
+    dram_writes = T * kv_row + T * d_head * bpe
+    kf = 1.0 if keep_fraction is None else float(keep_fraction)
+    macs = scores * d_head * (1 + kf)
+    vec = 3 * scores * kf + (scores if keep_fraction is not None else 0.0)
     sram_bytes = streamed * kv_row + macs * bpe  # fills + one operand per MAC
-    per_head_t = max(acc.compute.time_s(macs), acc.vector.time_s(3 * scores), acc.dram.time_s(dram_bytes))
+    per_head_t = max(acc.compute.time_s(macs), acc.vector.time_s(vec), acc.dram.time_s(dram_bytes))
     n = layers * heads
     energy = {
-        "DRAM": n * acc.dram.energy_j(dram_bytes),
+        "DRAM": n * acc.dram.energy_j(dram_bytes - dram_writes, dram_writes),
         "SRAM": n * acc.buffer.energy_j(sram_bytes),
-        "digital compute": n * (acc.compute.energy_j(macs) + acc.vector.energy_j(3 * scores)),
+        "digital compute": n * (acc.compute.energy_j(macs) + acc.vector.energy_j(vec)),
         "in-memory thresholding": 0.0,
     }
     return CostBreakdown(time_s=n * per_head_t, energy=energy, traffic_bytes=n * dram_bytes, macs=n * macs,
@@ -147,7 +158,7 @@ def _sprint_totals(acc: Accelerator, stats: list[RowStats], W: np.ndarray, *, he
     B = W.shape[0]
     out = {k: np.zeros(B) for k in ("time", "DRAM", "SRAM", "digital compute", "traffic", "macs", "kept", "allowed")}
     out["in-memory thresholding"] = np.zeros(B)
-    s_dram, s_sram = acc.dram.energy_j(1.0), acc.buffer.energy_j(1.0)
+    s_dram, s_write, s_sram = acc.dram.energy_j(1.0), acc.dram.energy_j(0.0, 1.0), acc.buffer.energy_j(1.0)
     t_byte = acc.dram.time_s(1.0)
     for st in stats:
         n_seq, h_real, T = st.kept.shape
@@ -170,7 +181,8 @@ def _sprint_totals(acc: Accelerator, stats: list[RowStats], W: np.ndarray, *, he
         e_xbar = heads * sc.energy_j + (heads * rr.write_energy_j(T, d_head, key_bits=cfg.key_bits, spec=xbar,
                                                                    copies=parallel_queries) if include_writes else 0.0)
         out["time"] += np.maximum(np.maximum(sc.time_s, W @ t_dig_u), t_byte * dram_bytes)
-        out["DRAM"] += s_dram * dram_bytes
+        writes = heads * (T * kv_row + T * d_head * bpe)                  # K/V written once, O written
+        out["DRAM"] += s_dram * (dram_bytes - writes) + s_write * writes
         out["SRAM"] += s_sram * sram_bytes
         out["digital compute"] += acc.compute.energy_j(1.0) * macs + acc.vector.energy_j(1.0) * 3 * K
         out["in-memory thresholding"] += e_xbar
@@ -271,3 +283,48 @@ def compare_draws(acc: Accelerator, xbar: rr.CrossbarSpec, cfg: AnalogConfig, sh
     t, e = sprint_cost_draws(acc, st, heads=shape.heads, d_head=shape.d_head, xbar=xbar, cfg=cfg,
                              n_resamples=n_resamples, seed=[int(seed), T, n_seq * h_real], **sprint_kw)
     return base.time_s / t, base.energy_j / e
+
+
+# ----------------------------------------------------------------------------- the paper's hardware setting
+#: S/M/L-SPRINT: (total on-chip memory in KiB, CORELETs) -- secondary: S2 (per-configuration speedups).
+CONFIGS = {"S": (16, 1), "M": (32, 2), "L": (64, 4)}
+#: Paper's average speedups per configuration (secondary: S2).
+CONFIG_SPEEDUPS = {"S": 7.5, "M": 7.4, "L": 7.1}
+#: ASSUMPTIONS of the paper setting (not published), swept in the notebook.
+MACS_PER_CORELET = 128          # a 64-MAC QK-PU (one 64-element dot product per cycle) + a 64-MAC V-PU
+MAIN_MEMORY_BANDWIDTH = 50 * 1024 ** 3   # bytes/s, the same for both designs
+
+
+def sprint_hardware(config: str = "S", *, macs_per_corelet: int = MACS_PER_CORELET,
+                    bandwidth: float = MAIN_MEMORY_BANDWIDTH, read_pj_per_bit: float | None = None,
+                    write_pj_per_bit: float | None = None, threshold_cycles: float | None = None,
+                    mac_pj: float | None = None, bits: int = 16) -> tuple[Accelerator, rr.CrossbarSpec]:
+    """(digital accelerator, crossbar) of S/M/L-SPRINT with the paper's constants [secondary: S1, S2]:
+    65 nm, 1 GHz, K/V in ReRAM main memory (3.1 pJ/bit read, 24.4 pJ/bit write), 0.10 pJ per
+    in-memory MAC, 4-bit MSB keys, a 1-bit comparator per bit line, thresholding in < 8 cycles (8 used),
+    16 / 32 / 64 KB of on-chip memory with 1 / 2 / 4 CORELETs. The baseline gets the same accelerator
+    (datapath, buffer, main memory) without the in-memory pruning.
+
+    ASSUMPTIONS (not published): ``macs_per_corelet`` digital MACs per CORELET, the main-memory
+    ``bandwidth``, ``bits``-bit K/V and datapath; digital energies from the shared table scaled to
+    65 nm. Keyword overrides serve the assumption sweeps."""
+    from ..hw.accelerator import make_accelerator
+
+    if config not in CONFIGS:
+        raise ValueError(f"unknown SPRINT configuration {config!r}; known: {', '.join(CONFIGS)}")
+    kib, corelets = CONFIGS[config]
+    read = rr.SPRINT_READ_PJ_PER_BIT if read_pj_per_bit is None else read_pj_per_bit
+    write = rr.SPRINT_WRITE_PJ_PER_BIT if write_pj_per_bit is None else write_pj_per_bit
+    acc = make_accelerator(f"{config}-SPRINT datapath", pes=macs_per_corelet * corelets, clock_hz=rr.SPRINT_CLOCK_HZ,
+                           bits=bits, buffer_bytes=kib * 1024, dram_bandwidth=bandwidth, node_nm=rr.SPRINT_NODE_NM,
+                           dram_pj_per_bit=read, sources={
+                               "node/clock": rr.SPRINT_S1 + ": TSMC 65 nm, 1 GHz",
+                               "on-chip memory / CORELETs": "secondary: S2: S/M/L = 16/32/64 KB with 1/2/4 CORELETs",
+                               "main memory": rr.SPRINT_S1 + ": K/V in ReRAM, 3.1 pJ/bit read, 24.4 pJ/bit write",
+                               "MACs per CORELET": f"ASSUMPTION: {macs_per_corelet} (not published)",
+                               "bandwidth": f"ASSUMPTION: {bandwidth / 1024 ** 3:g} GiB/s (not published)"})
+    acc = replace(acc, dram=replace(acc.dram, name="ReRAM main memory", write_pj_per_bit=write))
+    kw = {} if threshold_cycles is None else dict(threshold_cycles=threshold_cycles)
+    if mac_pj is not None:
+        kw["mac_pj"] = mac_pj
+    return acc, rr.sprint_crossbar(**kw)

@@ -114,11 +114,13 @@ def geomean_of_draws(points, draws, *, method: str, n: int, level: float = LEVEL
 _STAT_FIELDS = ("kept", "overlap", "allowed", "mass", "valid", "union")
 
 
-def sprint_model_run(rm, batch: dict, fn, *, perplexity: bool = False, use_cache: bool = True) -> dict:
+def sprint_model_run(rm, batch: dict, fn, *, perplexity: bool = False, masks: bool = False,
+                     use_cache: bool = True) -> dict:
     """Run ``rm`` on ``batch`` with SPRINT attention ``fn`` in every layer, recording keep statistics.
 
     Returns dict(stats=[RowStats per layer], window_nll, window_tokens) -- the last two (per-window NLL
-    of a decoder, `evaluate.perplexity`) only with ``perplexity=True``. Cached under ``.cache/sprint``
+    of a decoder, `evaluate.perplexity`) only with ``perplexity=True``; ``masks=True`` keeps the
+    bit-packed keep masks in the statistics (for `attnlib.sprint.buffer`). Cached under ``.cache/sprint``
     by the inputs (model, token ids, thresholds, margins, analog config, `code_version`)."""
     from ..cache import cached
     from .. import evaluate, models
@@ -129,19 +131,23 @@ def sprint_model_run(rm, batch: dict, fn, *, perplexity: bool = False, use_cache
     ids = batch["input_ids"]
     key = dict(model=rm.name, ids=hashlib.sha256(np.ascontiguousarray(ids.numpy()).tobytes()).hexdigest()[:24],
                shape=list(ids.shape), thresholds=[float(x) for x in fn.thresholds],
-               margins=[float(x) for x in fn.margins], cfg=asdict(fn.cfg), ppl=bool(perplexity), code=code_version())
+               margins=[float(x) for x in fn.margins], cfg=asdict(fn.cfg), ppl=bool(perplexity), masks=bool(masks),
+               code=code_version())
 
     def compute():
-        run = SprintAttention(fn.thresholds, fn.margins, fn.cfg, record=True)
+        run = SprintAttention(fn.thresholds, fn.margins, fn.cfg, record=True, record_masks=masks)
         out = {}
         if perplexity:
             res = evaluate.perplexity(rm, ids.tolist(), attn_fn=run, progress=False)
             out.update(window_nll=res.window_nll, window_tokens=res.window_tokens)
         else:
             models.logits(rm, batch, attn_fn=run)
-        out["stats"] = [{f: getattr(s, f) for f in _STAT_FIELDS} | {"layer": s.layer} for s in run.merged_stats()]
+        out["stats"] = [{f: getattr(s, f) for f in _STAT_FIELDS} | {"layer": s.layer, "keep_bits": s.keep_bits,
+                                                                    "n_keys": s.n_keys} for s in run.merged_stats()]
         return out
 
     res = cached("sprint", "run", key, compute) if use_cache else compute()
-    res["stats"] = [RowStats(int(d["layer"]), *(np.asarray(d[f]) for f in _STAT_FIELDS)) for d in res["stats"]]
+    res["stats"] = [RowStats(int(d["layer"]), *(np.asarray(d[f]) for f in _STAT_FIELDS),
+                             None if d["keep_bits"] is None else np.asarray(d["keep_bits"]),
+                             None if d["n_keys"] is None else int(d["n_keys"])) for d in res["stats"]]
     return res
