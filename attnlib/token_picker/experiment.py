@@ -123,6 +123,32 @@ def _as_spec(spec, rows):
     return d
 
 
+def _row_blocks(rows, offset: int):
+    """Consecutive runs of ``rows`` (positions) whose causal prefixes have similar lengths, each with the
+    number of keys it needs: (row tensor, n_keys). A block ends where the next row's prefix is more than
+    1.5 times as long as the block's first one, so short-context rows never pay for the longest context."""
+    rows = np.asarray(rows, dtype=np.int64)
+    blocks, start = [], 0
+    for j in range(1, len(rows) + 1):
+        if j == len(rows) or rows[j] + 1 > 1.5 * (rows[start] + 1) or rows[j] < rows[j - 1]:
+            blk = rows[start:j]
+            blocks.append((torch.as_tensor(blk), int(blk.max()) + 1 + offset))
+            start = j
+    return blocks
+
+
+def _concat_rows(results):
+    """Join the per-block results of `token_pick` (lists over thresholds) along the row axis."""
+    if len(results) == 1:
+        return results[0]
+    from .estimator import PickResult
+
+    fields = ("n_context", "n_kept", "key_chunks", "n_full", "pruned_mass", "n_oracle", "kv_key_chunks",
+              "kv_n_full", "kv_n_values")
+    return [PickResult(out=None, **{f: torch.cat([getattr(blk[li], f) for blk in results], dim=-1) for f in fields})
+            for li in range(len(results[0]))]
+
+
 def make_stats_fn(specs, rows, *, kv_groups: int = 1, causal: bool = False):
     """An AttnFn that computes EXACT attention (the model runs unchanged; a fused kernel, so no T x T
     matrix is stored) and, on the side, Token-Picker counts on the query rows ``rows`` (positions, i.e.
@@ -146,11 +172,15 @@ def make_stats_fn(specs, rows, *, kv_groups: int = 1, causal: bool = False):
         else:
             out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), scale=scale)
         for sp in specs:
+            if causal or mask is None:  # causal rows only see keys up to their position: slice the keys
+                results = [token_pick(q[..., r, :], k[..., :n, :], v[..., :n, :], sp["cfg"],
+                                      mask=causal_rows(r, Tq, Tk)[..., :n], scale=scale, kv_groups=kv_groups,
+                                      tile=sp["tile"], thresholds=list(sp["thresholds"]), compute_output=False)
+                           for r, n in _row_blocks(sp["rows"], Tk - Tq)]
+                sp["collector"].add(layer, _concat_rows(results))
+                continue
             r = torch.as_tensor(sp["rows"])
-            if causal or mask is None:
-                m = causal_rows(r, Tq, Tk)
-            else:
-                m = mask if mask.shape[-2] == 1 else mask[..., r, :]
+            m = mask if mask.shape[-2] == 1 else mask[..., r, :]
             res = token_pick(q[..., r, :], k, v, sp["cfg"], mask=m, scale=scale, kv_groups=kv_groups,
                              tile=sp["tile"], thresholds=list(sp["thresholds"]), compute_output=False)
             sp["collector"].add(layer, res)
