@@ -217,6 +217,21 @@ def test_adversarial_decoys_and_sign_patterns(estimator):
         assert _assert_guarantee(q, k, res.kept.numpy(), cfg) > 0
 
 
+@pytest.mark.parametrize("thr", [1e-3, 2e-2, 0.3])  # 0.3: the keep-one fallback on most rows
+def test_paper_counts_without_masks_equal_counts_from_masks(thr):
+    q, k, v = _rand(H=6, T=40, seed=59)
+    k = np.repeat(k[:, ::3], 3, axis=1)
+    cfg = tp.PickerConfig(threshold=thr, chunk_bits=3)
+    fast = tp.token_pick(q, k, v, cfg, causal=True, kv_groups=3)
+    full = tp.token_pick(q, k, v, cfg, causal=True, kv_groups=3, return_masks=True)
+    for f in tp.StatsCollector.FIELDS:
+        assert torch.equal(getattr(fast, f), getattr(full, f)), f
+    ch = full.chunks.numpy().reshape(1, 2, 3, 40, 40).max(2)
+    np.testing.assert_array_equal(full.kv_key_chunks.numpy(), ch.sum(-1))
+    np.testing.assert_array_equal(full.kv_n_full.numpy(), (ch == cfg.n_chunks).sum(-1))
+    np.testing.assert_array_equal(full.n_full.numpy(), (full.chunks.numpy() == cfg.n_chunks).sum(-1))
+
+
 def test_one_chunk_paper_estimator_is_the_oracle():
     """With chunk_bits == k_bits (one chunk) every bound is the exact score, so the paper's Eq. 5 bound
     is the exact probability: the kept set is exactly the oracle set (p >= threshold)."""

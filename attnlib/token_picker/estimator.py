@@ -772,45 +772,57 @@ def _token_pick_paper(q, k, v, cfg: PickerConfig, *, scale, kv_groups, return_ma
             e_low = [torch.exp(x - top) for x in lowers]  # exp(lower bound), scaled; threshold-independent
             e_exact = e_low[-1]
             log_z = top[..., 0] + torch.log(e_exact.sum(-1))  # (nh, Tq)
+            log_p = exact - log_z[..., None]                 # exact log-probabilities (for the oracle)
+            kv_view = (g1 - g0, G, Tq, Tk)
             for li, c in enumerate(cfgs):
                 lam = math.log(c.prune_below) if c.prune_below > 0 else -math.inf
                 alive = a.clone()
-                ch = a.to(torch.int8)                    # chunk 1 of every allowed token is read
                 cur = e_low[0]                           # exp(latest lower bound) of every token read
+                read = [a]                               # read[m]: tokens whose chunk m+1 is fetched
                 for m in range(nc):
                     if m > 0:                            # read chunk m+1 of the survivors only
-                        ch += alive
+                        read.append(alive.clone())
                         cur = torch.where(alive, e_low[m], cur)
                     log_d = top + torch.log(cur.sum(-1, keepdim=True))  # Eq. 5 denominator (log)
                     alive &= uppers[m] >= log_d + lam    # prune iff exp(u) / D < threshold
                 empty = has_tokens & ~alive.any(-1)
+                pick = None
                 if bool(empty.any()):                    # threshold > 1/n: keep the best lower bound
                     idx = cur.argmax(-1, keepdim=True)
                     pick = torch.zeros_like(alive).scatter_(-1, idx, True) & empty[..., None]
                     alive |= pick
-                    ch = torch.where(pick, torch.full_like(ch, nc), ch)
                 st = stat[li]
+                kv = kvs[li]
                 st["n_kept"][b, hs] = alive.sum(-1).to(torch.float64)
-                st["key_chunks"][b, hs] = ch.sum(-1, dtype=torch.float64)
-                st["n_full"][b, hs] = (ch == nc).sum(-1).to(torch.float64)
+                if pick is not None or return_masks:     # per-token chunk counts
+                    ch = torch.stack(read).sum(0, dtype=torch.int8)
+                    if pick is not None:
+                        ch = torch.where(pick, torch.full_like(ch, nc), ch)
+                    st["key_chunks"][b, hs] = ch.sum(-1, dtype=torch.float64)
+                    st["n_full"][b, hs] = (ch == nc).sum(-1).to(torch.float64)
+                    ch_u = ch.view(kv_view).amax(1)
+                    kv["kv_key_chunks"][b, g0:g1] = ch_u.sum(-1, dtype=torch.float64)
+                    kv["kv_n_full"][b, g0:g1] = (ch_u == nc).sum(-1).to(torch.float64)
+                    if return_masks:
+                        chunks_all[li][b, hs] = ch
+                else:                                    # counts straight from the nested read sets
+                    st["key_chunks"][b, hs] = sum(r.sum(-1, dtype=torch.float64) for r in read)
+                    st["n_full"][b, hs] = read[-1].sum(-1, dtype=torch.float64)
+                    kv_read = [r.view(kv_view).any(1) for r in read]
+                    kv["kv_key_chunks"][b, g0:g1] = sum(r.sum(-1, dtype=torch.float64) for r in kv_read)
+                    kv["kv_n_full"][b, g0:g1] = kv_read[-1].sum(-1, dtype=torch.float64)
                 w = torch.where(alive, e_exact, 0.0)
                 w_sum = w.sum(-1)
                 log_kept = top[..., 0] + torch.log(w_sum)
                 st["pruned_mass"][b, hs] = torch.where(has_tokens, -torch.expm1(log_kept - log_z),
                                                        torch.zeros_like(log_z)).clamp_min(0)
-                st["n_oracle"][b, hs] = _oracle(a, exact - log_z[..., None], c.threshold)
-                kv_view = (g1 - g0, G, Tq, Tk)
-                kv = kvs[li]
-                ch_u = ch.view(kv_view).amax(1)
-                kv["kv_key_chunks"][b, g0:g1] = ch_u.sum(-1, dtype=torch.float64)
-                kv["kv_n_full"][b, g0:g1] = (ch_u == nc).sum(-1).to(torch.float64)
+                st["n_oracle"][b, hs] = _oracle(a, log_p, c.threshold)
                 kv["kv_n_values"][b, g0:g1] = alive.view(kv_view).any(1).sum(-1).to(torch.float64)
                 if compute_output:
                     out[li][b, hs] = torch.matmul(w, v_deq[b, hs]) / torch.where(w_sum > 0, w_sum, 1.0)[..., None]
                 if return_masks:
                     kept_all[li][b, hs] = alive
-                    chunks_all[li][b, hs] = ch
-            del lowers, uppers, exact, e_low, add
+            del lowers, uppers, exact, e_low, add, log_p
     n_context = n_allowed.expand(B, H, Tq).to(torch.float64).clone()
     res = [PickResult(out=out[li], n_context=n_context, **stat[li], **kvs[li], kept=kept_all[li], chunks=chunks_all[li])
            for li in range(L)]

@@ -275,16 +275,25 @@ def stats_pass(rm, windows, rows, specs, *, progress: bool = True) -> list[dict]
             for c in collectors]
 
 
-def cached_stats(rm, windows, rows, specs, *, progress: bool = True) -> list[dict]:
+def cached_stats(rm, windows, rows, specs, *, progress: bool = True, return_seconds: bool = False):
     """`stats_pass` cached by its inputs (model, windows, rows, each spec's cfg / thresholds / rows /
-    tile), one cache entry per window so a larger set of windows reuses the smaller one's."""
-    out = None
+    tile), one cache entry per window so a larger set of windows reuses the smaller one's. With
+    ``return_seconds`` also the compute time the entries took when they were filled (s, summed)."""
+    import time
+
+    def timed(w):
+        t0 = time.perf_counter()
+        res = stats_pass(rm, [w], rows, specs, progress=False)
+        return dict(res=res, seconds=time.perf_counter() - t0)
+
+    out, seconds = None, 0.0
     for w in windows:
         key = dict(model=rm.name, window=[int(t) for t in w], rows=[int(r) for r in rows],
                    specs=[dict(cfg=repr(s["cfg"]), thresholds=[float(t) for t in s["thresholds"]],
                                rows=None if s.get("rows") is None else [int(r) for r in s["rows"]],
                                tile=int(s.get("tile", 1))) for s in specs])
-        res = cached("stats", key, lambda w=w: stats_pass(rm, [w], rows, specs, progress=False))
+        entry = cached("stats", key, lambda w=w: timed(w))
+        res, seconds = entry["res"], seconds + float(entry["seconds"])
         if out is None:
             out = [[r] for r in res]
         else:
@@ -294,8 +303,9 @@ def cached_stats(rm, windows, rows, specs, *, progress: bool = True) -> list[dic
             print(".", end="", flush=True)
     if progress:
         print()
-    return [{layer: {f: np.concatenate([r[layer][f] for r in per_spec]) for f in per_spec[0][layer]}
-             for layer in per_spec[0]} for per_spec in out]
+    res = [{layer: {f: np.concatenate([r[layer][f] for r in per_spec]) for f in per_spec[0][layer]}
+            for layer in per_spec[0]} for per_spec in out]
+    return (res, seconds) if return_seconds else res
 
 
 def quality_runs(rm, windows, prefill: int, cfg: PickerConfig, thresholds, *, key: dict | None = None,
@@ -307,8 +317,11 @@ def quality_runs(rm, windows, prefill: int, cfg: PickerConfig, thresholds, *, ke
     0..prefill-1 runs ONCE with exact attention and its KV cache is reused for every threshold.
     thresholds: None = exact fp32 attention, 0.0 = dense attention with the quantised K/V, t > 0 =
     Token-Picker at threshold t. Each result is cached by its inputs (``key`` adds to the key).
-    Returns {threshold: dict(nll=(W, T-1-prefill), stats={layer: {field: (W, heads, rows)}} or None)}.
+    Returns {threshold: dict(nll=(W, T-1-prefill), stats={layer: {field: (W, heads, rows)}} or None,
+    seconds=compute time when the entry was filled, prompt pass included for the first)}.
     """
+    import time
+
     from ..models import replaced_attention
 
     ids = torch.tensor(windows, dtype=torch.long, device=rm.device)
@@ -332,6 +345,7 @@ def quality_runs(rm, windows, prefill: int, cfg: PickerConfig, thresholds, *, ke
         c = None if t is None else PickerConfig(**{**cfg.__dict__, "threshold": float(t)})
 
         def compute(c=c):
+            t0 = time.perf_counter()
             past = prefix_cache()
             col = StatsCollector()
             fn = None if c is None else make_attn_fn(c, kv_groups=G, decode_from=0, collector=col)
@@ -347,7 +361,7 @@ def quality_runs(rm, windows, prefill: int, cfg: PickerConfig, thresholds, *, ke
             nll = (-logp.gather(-1, ids[:, prefill + 1:, None]).squeeze(-1)).double().numpy()
             st = None if c is None else {layer: {f: a[0, 0] for f, a in arrs.items()}
                                          for layer, arrs in col.arrays().items()}
-            return dict(nll=nll, stats=st)
+            return dict(nll=nll, stats=st, seconds=time.perf_counter() - t0)
 
         results[t] = cached("quality", dict(base_key, cfg=None if c is None else repr(c)), compute)
     return results
