@@ -309,3 +309,154 @@ def test_load_check_reports_and_flags(capsys):
         assert msgs and "WARNING" in msgs[0] and "LOADED" in msgs[0]
     with pytest.raises(ValueError, match="max_busy"):
         attmemo.load_check(max_busy=2)
+
+
+# ---------------------------------------------------------------- the memoised encoder (issue 16)
+def test_tv_distance_closed_forms():
+    p = torch.softmax(torch.randn(2, 5, 5), -1)
+    assert attmemo.tv_distance(p, p) == 0.0
+    a = torch.zeros(1, 2, 3); a[..., 0] = 1.0
+    b = torch.zeros(1, 2, 3); b[..., 1] = 1.0
+    assert attmemo.tv_distance(a, b) == pytest.approx(1.0)          # disjoint rows
+    c = torch.full((1, 2, 2), 0.5); d = torch.tensor([[[1.0, 0.0], [0.5, 0.5]]])
+    assert attmemo.tv_distance(c, d) == pytest.approx((0.5 + 0.0) / 2)   # row TVs 0.5 and 0, mean
+    with pytest.raises(ValueError, match="different shapes"):
+        attmemo.tv_distance(p, p[:, :4, :4])
+
+
+def test_tv_calibration_is_monotone_and_gives_a_threshold():
+    x = np.array([0.0, 0.001, 0.01, 0.05, 0.1, 0.3])
+    y = np.array([0.0, 0.02, 0.08, 0.2, 0.4, 0.5])
+    cal = attmemo.TVCalibration(x, y)
+    pred = cal.predict(np.linspace(0, 0.3, 50))
+    assert np.all(np.diff(pred) >= -1e-12)
+    c = cal.cos_threshold(0.08)
+    assert cal.predict(1 - c)[0] <= 0.08 + 1e-9 and 1 - c >= 0.01 - 1e-9 and 1 - c < 0.05
+    assert cal.cos_threshold(-1.0) == float("inf")      # nothing predicts a negative TV: nothing hits
+    with pytest.raises(ValueError):
+        attmemo.TVCalibration([0.1], [0.2])
+
+
+def test_shingles_and_nearest_jaccard_exact():
+    a = "buy cheap watches now and save big on every order today only"
+    db = [a, "completely unrelated text about gardening and birds in spring time", a.replace("today", "tomorrow")]
+    q = [a.replace("order", "purchase"), "nothing in common with anything at all here friend"]
+    best, arg = attmemo.nearest_jaccard([attmemo.shingles(t) for t in q], [attmemo.shingles(t) for t in db])
+    sa, sq = attmemo.shingles(a), attmemo.shingles(q[0])
+    assert arg[0] == 0 and best[0] == pytest.approx(len(sa & sq) / len(sa | sq))
+    assert arg[1] == -1 and best[1] == 0.0
+    assert attmemo.shingles("one two", k=5) == {"one two"}
+
+
+def test_input_index_matches_same_length_only_and_respects_the_threshold():
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=(6, 8 * 4)).astype(np.float32)
+    lengths = np.array([10, 10, 10, 12, 12, 12])
+    idx = attmemo.InputIndex(4, raw, lengths)
+    emb = idx.embed_raw(raw[[1, 4]])
+    cos, ent = idx.search(emb, [10, 12])
+    assert list(ent) == [1, 4] and np.allclose(cos, 1.0, atol=1e-5)
+    assert idx.match(emb, [10, 12]) == [-1, -1]          # no threshold set: nothing hits
+    idx.cos_min = 0.999
+    assert idx.match(emb, [10, 12]) == [1, 4]
+    assert idx.match(emb, [11, 12]) == [-1, 4]           # no entry of length 11
+
+
+def _small_setup(encoder, tmp_path, texts, L=24):
+    from attnlib import models
+    fe = attmemo.FastEncoder(encoder)
+    raws, lengths = attmemo.layer_raws(fe, texts, L, layers=range(encoder.n_layers))
+    maps = lambda part: attmemo.maps_of(fe, [texts[e] for e in part], L)   # noqa: E731
+    store, built = attmemo.MapStore.build(tmp_path / "maps", dict(key=attmemo.input_key(texts)), range(len(texts)),
+                                          maps, log=lambda m: None)
+    return fe, raws, lengths, store, models
+
+
+def test_fast_encoder_equals_the_model_and_a_hit_skips_q_and_k(encoder, tmp_path):
+    """The layer-by-layer forward equals the Hugging Face forward; a hit on a stored input reproduces the
+    exact output from its stored maps WITHOUT calling the Q and K projections; a miss is exact."""
+    texts = ["the cat sat on the mat and looked at the birds in the garden",
+             "stock markets fell sharply on monday as investors worried about rates",
+             "my grandmother used to bake bread every sunday morning before church"]
+    fe, raws, lengths, store, models = _small_setup(encoder, tmp_path, texts[:2])
+    batch = models.encode(encoder, texts, 24)               # padded batch, three lengths
+    with torch.no_grad():
+        ref = encoder.model(**batch).last_hidden_state
+    valid = batch["attention_mask"].bool()
+    torch.testing.assert_close(fe.forward(batch)[valid], ref[valid], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fe.forward(batch, attn="sdpa")[valid], ref[valid], rtol=1e-4, atol=1e-4)
+    idx = attmemo.InputIndex(encoder.d_model, raws[0], lengths)
+    idx.cos_min = 0.9999
+    memo = attmemo.PerInputMemo(store, idx, range(encoder.n_layers))
+    calls = {"q": 0}
+    wq = fe.layers[0]["wq"]
+    orig = fe._scores_probs
+    def counting(W, *a):
+        calls["q"] += W["wq"] is wq
+        return orig(W, *a)
+    fe._scores_probs = counting
+    try:
+        b1 = models.encode(encoder, texts[:1], 24)
+        out = fe.forward(b1, memo=memo)
+        assert calls["q"] == 0 and memo.hit_rate() == 1.0        # Q/K of layer 0 never computed on the hit
+        torch.testing.assert_close(out, ref[:1, :b1["input_ids"].shape[1]], rtol=1e-4, atol=1e-4)
+        out3 = fe.forward(batch, memo=memo)                       # two hits + one miss in one padded batch
+        torch.testing.assert_close(out3[valid], ref[valid], rtol=1e-4, atol=1e-4)
+        assert calls["q"] == 1                                    # only the miss row computed layer-0 Q/K
+    finally:
+        fe._scores_probs = orig
+    assert memo.matched[-3:][2] == -1 and memo.matched[-3:][:2] == [0, 1]
+    # the stored maps are views of the memory map
+    assert np.shares_memory(store.probs(0, 0), store.store.mapping)
+
+
+def test_per_layer_memo_counts_hits_per_layer_and_map_store_fallback(encoder, tmp_path):
+    texts = ["the cat sat on the mat and looked at the birds in the garden",
+             "stock markets fell sharply on monday as investors worried about rates"]
+    fe, raws, lengths, store, models = _small_setup(encoder, tmp_path, texts)
+    li = attmemo.LayerIndex(encoder.d_model, raws, lengths)
+    for l in range(encoder.n_layers):
+        li.cos_min[l] = 0.9999
+    memo = attmemo.PerLayerMemo(store, li, range(encoder.n_layers), timing=True)
+    b = models.encode(encoder, texts[1:], 24)
+    out = fe.forward(b, memo=memo)
+    assert [memo.hit_rate(l) for l in range(encoder.n_layers)] == [1.0] * encoder.n_layers
+    torch.testing.assert_close(out, fe.forward(b), rtol=1e-4, atol=1e-4)
+    assert memo.times["embed"] > 0 and memo.times["search"] > 0
+    # an entry that was not materialised comes from the fallback, once
+    calls = []
+    small, _ = attmemo.MapStore.build(tmp_path / "one", dict(k=1), [0], lambda part: attmemo.maps_of(fe, [texts[e] for e in part], 24),
+                                      fallback=lambda part: calls.append(part) or attmemo.maps_of(fe, [texts[e] for e in part], 24),
+                                      log=lambda m: None)
+    np.testing.assert_allclose(small.probs(1, 2), store.probs(1, 2))
+    small.probs(1, 3)
+    assert calls == [[1]]
+    with pytest.raises(KeyError):
+        attmemo.MapStore(small.store).probs(1, 0)
+
+
+def test_time_cell_returns_every_variant(encoder, tmp_path):
+    texts = ["the cat sat on the mat", "stock markets fell sharply on monday"]
+    fe, raws, lengths, store, models = _small_setup(encoder, tmp_path, texts, L=16)
+    idx = attmemo.InputIndex(encoder.d_model, raws[0], lengths)
+    memo = attmemo.PerInputMemo(store, idx, range(encoder.n_layers))
+    batches = [models.encode(encoder, [t], 16) for t in texts]
+    t = attmemo.time_cell(fe, batches, 2, memo_input=memo)
+    assert {"base", "memo", "sdpa", "memo_sdpa"} <= set(t) and t["base"].shape == (2, 2) and np.all(t["memo"] > 0)
+
+
+def test_siamese_keys_learn_a_distance():
+    """Toy data whose 'TV' is a known function of the inputs: the trained distance tracks it better than
+    the untrained network, and the faiss search returns the nearest by predicted distance."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 6)).astype(np.float32)
+    pairs = np.array([(i, j) for i in range(60) for j in range(i + 1, 60)])[::3]
+    tv = 0.2 * np.linalg.norm(x[pairs[:, 0], :2] - x[pairs[:, 1], :2], axis=1)   # depends on 2 of 6 features
+    sk = attmemo.SiameseKeys(6, hidden=32, dim=4, seed=0)
+    losses = sk.fit(x, pairs, tv, epochs=300, lr=1e-2)
+    assert losses[-1] < 0.2 * losses[0]
+    pred = sk.predict_tv(x[pairs[:, 0]], x[pairs[:, 1]])
+    assert np.corrcoef(pred, tv)[0, 1] > 0.9
+    search = sk.index(x, np.full(60, 8))
+    d, ent = search(x[:5], np.full(5, 8))
+    assert list(ent) == list(range(5)) and np.allclose(d, 0, atol=1e-3)

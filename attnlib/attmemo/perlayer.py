@@ -693,7 +693,7 @@ def make_populations(rm, task: str, docs: list[str], length: int, *, n_db: int, 
 def capture_rows(rm, texts: list[str], max_length: int, *, batch_size: int = 4, layers=None):
     """Generator for `build_database`: per text, (valid length, {layer: (q (H,L,d), probs (H,L,L))}) from
     the real model (`attnlib.models.capture`), texts batched ``batch_size`` at a time."""
-    from . import models
+    from .. import models
 
     def gen():
         for s in range(0, len(texts), batch_size):
@@ -709,7 +709,7 @@ def query_similarities(rm, db: AttentionDatabase, texts: list[str], max_length: 
                        batch_size: int = 4) -> np.ndarray:
     """(n_texts, n_layers) best cosine similarity of each text's layer inputs (exact forward) to the
     database entries of the same valid length, for every layer with keys (-inf: no same-length entry)."""
-    from . import models
+    from .. import models
 
     layers = db.key_layers
     out = np.full((len(texts), max(layers) + 1), -np.inf)
@@ -727,7 +727,7 @@ def forward_fns(rm, engine: "MemoEngine") -> dict:
     """The two timed callables of the latency comparison, each taking an encoded batch:
     ``base`` = the unmodified model (its own eager attention), ``memo`` = the model with the engine
     plugged in through `attnlib.models.replaced_attention` (all overheads included)."""
-    from . import models
+    from .. import models
 
     def base(batch):
         with torch.no_grad():
@@ -751,7 +751,7 @@ def words_in_window(rm, text: str, max_length: int) -> int:
 def raw_embeddings(rm, texts: list[str], max_length: int, embedder: ChunkEmbedder, *, layers=None,
                    batch_size: int = 8) -> tuple[dict, np.ndarray]:
     """Un-centred chunk-pooled queries of ``texts`` from exact forwards: ({layer: (N, in_dim)}, lengths)."""
-    from . import models
+    from .. import models
 
     out, lengths = {}, []
     for s in range(0, len(texts), batch_size):
@@ -821,7 +821,7 @@ def average_reduction(cells: list[tuple[np.ndarray, np.ndarray]], **kw):
 
     cells: list of (t_base, t_memo), each of shape (R,) (per-repetition latency of that cell; the same R
     in every cell). Returns (point, `attnlib.stats.Interval`). One cell = `stats.latency_ratio`."""
-    from . import stats
+    from .. import stats
 
     if not cells:
         raise ValueError("average_reduction needs at least one cell")

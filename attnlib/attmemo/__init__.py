@@ -1,0 +1,26 @@
+"""AttMEMO (Feng et al., arXiv 2301.09262): memoising attention probabilities across inputs.
+
+Three parts (the import API of the former single module is kept: everything is re-exported here):
+
+* `perlayer` -- the first engine (issue 8): a memory-mapped attention database (`MemmapStore`), an
+  embedding of each layer's query (`ChunkEmbedder`), one faiss lookup per layer, a hit skipping QK^T and
+  softmax only (`MemoEngine`, plugged in through `attnlib.models.replaced_attention`), the selective
+  memoisation performance model, timing helpers and the claims-v2 interval helpers.
+* `fastpath` -- the later design (issue 16): a layer-by-layer encoder forward (`FastEncoder`) whose hits
+  skip the Q and K projections, QK^T and softmax; one lookup per input (`PerInputMemo`, headline) or one
+  per layer (`PerLayerMemo`, alternative).
+* `lookup` -- keys, faiss indexes, TV distance, the calibrated hit threshold, the map store and the
+  Siamese MLP embedding; `workload` -- near-duplicate campaigns in real e-mail and the timing protocol.
+"""
+from .perlayer import *  # noqa: F401,F403
+from .perlayer import __all__ as _perlayer_all
+from .perlayer import _as_tensor, _chunk_weights, _median_time  # noqa: F401  (used by tests)
+from .fastpath import FastEncoder, PerInputMemo, PerLayerMemo, additive_mask
+from .lookup import InputIndex, LayerIndex, MapStore, SiameseKeys, TVCalibration, pooled_raw, tv_distance
+from .workload import nearest_jaccard, shingles, time_variants
+from .experiment import calibration_pairs, layer_raws, lengths_of, maps_of, memo_embed, time_cell
+
+__all__ = list(_perlayer_all) + ["FastEncoder", "PerInputMemo", "PerLayerMemo", "additive_mask", "InputIndex",
+                                 "LayerIndex", "MapStore", "SiameseKeys", "TVCalibration", "pooled_raw",
+                                 "tv_distance", "nearest_jaccard", "shingles", "time_variants",
+                                 "calibration_pairs", "layer_raws", "lengths_of", "maps_of", "memo_embed", "time_cell"]
