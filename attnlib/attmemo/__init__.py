@@ -14,7 +14,7 @@ Three parts (the import API of the former single module is kept: everything is r
 """
 from .perlayer import *  # noqa: F401,F403
 from .perlayer import __all__ as _perlayer_all
-from .perlayer import _as_tensor, _chunk_weights, _median_time  # noqa: F401  (used by tests)
+from .perlayer import ALIGN, FORMAT, VERSION, _as_tensor, _chunk_weights, _median_time  # noqa: F401  (tests)
 from .fastpath import FastEncoder, PerInputMemo, PerLayerMemo, additive_mask
 from .lookup import InputIndex, LayerIndex, MapStore, SiameseKeys, TVCalibration, pooled_raw, tv_distance
 from .workload import nearest_jaccard, shingles, time_variants
