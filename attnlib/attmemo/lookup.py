@@ -221,7 +221,8 @@ class SiameseKeys:
         self.lin = torch.nn.Linear(in_dim, dim, bias=False)
         self.mlp = torch.nn.Sequential(torch.nn.Linear(in_dim, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, dim))
         with torch.no_grad():
-            self.lin.weight.copy_(torch.randn(dim, in_dim, generator=g) / np.sqrt(dim))
+            # initial distances of unrelated standardised inputs ~ 0.5 (the far end of the TV range)
+            self.lin.weight.copy_(torch.randn(dim, in_dim, generator=g) * 0.5 / np.sqrt(2.0 * dim * in_dim))
             self.mlp[0].weight.copy_(torch.randn(hidden, in_dim, generator=g) / np.sqrt(in_dim))
             self.mlp[0].bias.zero_()
             self.mlp[2].weight.zero_()
