@@ -225,26 +225,11 @@ def test_bad_inputs_raise():
 
 
 # ----------------------------------------------------------------------------- FuseMax replica cross-check
-# (platform, model, N): (granularity, P1 rows, K on chip, logits (QK) on chip, QK / AV stationarity,
-#  mem_traffic bytes, actual_latency s) -- flat_validation.csv rows, typed in (see the module docstring).
-FUSEMAX = {
-    ("cloud", "BERT", 512): ("head", 256, False, True, "output", "output", 352485376.00000006, 0.00105107083142869),
-    ("cloud", "BERT", 4096): ("head", 256, False, True, "output", "output", 20179643177.67442, 0.06693566657610954),
-    ("cloud", "BERT", 8192): ("row", 1024, False, True, "output", "output", 78114881536.00002, 0.2677611304058968),
-    ("cloud", "BERT", 65536): ("row", 256, False, True, "output", "output", 5069360018836.838, 17.135433292409825),
-    ("cloud", "TrXL", 32768): ("row", 512, False, True, "output", "output", 1691917629582.8838, 5.711811377214407),
-    ("cloud", "T5", 2048): ("head", 256, False, True, "output", "output", 3355607040.0000005, 0.01115871338462018),
-    ("cloud", "XLM", 512): ("head", 256, True, True, "output", "output", 671547392.0, 0.0016808638599152262),
-    ("cloud", "XLM", 16384): ("row", 1024, False, True, "output", "output", 594926982817.5817, 1.7135236036818484),
-    ("cloud", "XLM", 65536): ("row", 256, False, True, "output", "output", 9169028598484.676, 27.416358738011137),
-    ("edge", "BERT", 512): ("head", 32, True, False, "output", "output", 1409490944.0, 0.026780870016414562),
-    ("edge", "BERT", 2048): ("row", 128, False, True, "weight", "weight", 14467195629.971828, 0.42845971643274183),
-    ("edge", "T5", 4096): ("row", 64, False, True, "weight", "weight", 47023596242.82353, 1.142557794235684),
-    ("edge", "XLM", 1024): ("row", 128, False, True, "weight", "weight", 13153359872.0, 0.2856397728081886),
-    ("edge", "BERT", 8192): ("row", 128, False, False, "weight", "weight", 413927520256.0, 7.710419192273988),
-    ("edge", "TrXL", 65536): ("row", 128, False, False, "weight", "weight", 35201552005120.0, 655.6844629029123),
-    ("edge", "XLM", 4096): ("row", 128, False, False, "weight", "weight", 242665715712.0, 4.569394203832748),
-}
+# flat_validation.csv rows of the FuseMax replica (FPSG-UIUC/micro24-fusemax-artifact, commit f543beb), typed
+# in once in attnlib.flat.experiments with their citation: (platform, model, N) -> (granularity, P1 rows, K on
+# chip, logits on chip, QK / AV stationarity, mem_traffic bytes, actual_latency s).
+from attnlib.flat.experiments import FUSEMAX_REPLICA_ROWS as FUSEMAX  # noqa: E402
+
 #: Where the replica keeps the logits on chip, or keeps them off chip at head granularity, both models are
 #: compute-bound and must agree within LATENCY_TOL. Where it streams row tiles with the logits off chip
 #: (edge, N >= 4K-8K) our model also charges a K/V re-read per row tile that the replica's Timeloop mapping
