@@ -11,6 +11,8 @@ numpy gather of shape (n_resamples, n_units).
 - `perplexity_ratio`          ratio of perplexities over text windows (paired, per-window NLL sums).
 - `latency_ratio`             ratio (or % reduction) of mean latencies over interleaved repetitions.
 - `geomean`                   geometric mean of per-unit ratios (e.g. over models), resampled over units.
+- `geomean_of_draws`          geometric mean of several ratios whose bootstrap draws were made elsewhere.
+- `from_draws`                the percentile interval of any statistic's resampled draws.
 - `binomial`                  exact (Clopper-Pearson) interval of a proportion.
 - `no_interval`               a purely modelled number: method "none", lo = hi = value.
 - `item_worth`                what one test item moves an accuracy, in points.
@@ -28,7 +30,7 @@ N_RESAMPLES = 10_000
 SEED = 0
 
 __all__ = ["Interval", "no_interval", "bootstrap", "accuracy_loss", "perplexity_ratio", "latency_ratio",
-           "geomean", "binomial", "item_worth", "span", "LEVEL", "N_RESAMPLES"]
+           "geomean", "geomean_of_draws", "from_draws", "binomial", "item_worth", "span", "LEVEL", "N_RESAMPLES"]
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,16 @@ def _check_level(level: float) -> None:
         raise ValueError(f"level must lie in (0, 1), got {level}")
 
 
-def _percentiles(draws: np.ndarray, level: float) -> tuple[float, float]:
+def from_draws(point: float, draws, *, method: str, n: int, level: float = LEVEL) -> Interval:
+    """The percentile interval of resampled ``draws`` of a statistic (any shape, flattened), widened
+    to contain the ``point`` estimate; ``n`` is the number of resampled units. The one place every
+    resampling helper here (and a paper module that draws its own resamples) turns draws into an
+    `Interval`."""
+    _check_level(level)
     a = (1 - level) / 2
-    lo, hi = np.quantile(draws, [a, 1 - a])
-    return float(lo), float(hi)
+    lo, hi = (float(x) for x in np.quantile(np.asarray(draws, dtype=np.float64), [a, 1 - a]))
+    point = float(point)
+    return Interval(min(lo, point), max(hi, point), method, int(n))
 
 
 def _indices(rng, n: int, n_resamples: int) -> np.ndarray:
@@ -100,8 +108,7 @@ def bootstrap(units, statistic: Callable[[np.ndarray], np.ndarray] = None, *, me
     stat = statistic or (lambda a: a.mean(axis=1))
     point = float(np.asarray(stat(x[None]))[0])
     draws = np.asarray(stat(x[_indices(np.random.default_rng(seed), len(x), n_resamples)]))
-    lo, hi = _percentiles(draws, level)
-    return point, Interval(min(lo, point), max(hi, point), method, len(x))
+    return point, from_draws(point, draws, method=method, n=len(x), level=level)
 
 
 def accuracy_loss(correct_ref, correct_new, *, level: float = LEVEL, n_resamples: int = N_RESAMPLES,
@@ -128,10 +135,9 @@ def accuracy_loss(correct_ref, correct_new, *, level: float = LEVEL, n_resamples
         draws += diff[_indices(rng, len(diff), n_resamples)].mean(axis=1)
         n += len(diff)
     k = len(points)
-    lo, hi = _percentiles(draws / k, level)
     point = float(np.mean(points))
     method = "paired bootstrap over test items" + (f" (stratified by {k} test sets)" if k > 1 else "")
-    return point, Interval(min(lo, point), max(hi, point), method, n)
+    return point, from_draws(point, draws / k, method=method, n=n, level=level)
 
 
 def perplexity_ratio(nll_ref, nll_new, tokens, *, level: float = LEVEL, n_resamples: int = N_RESAMPLES,
@@ -178,6 +184,20 @@ def geomean(ratios, *, method: str = "bootstrap over units of the geometric mean
         raise ValueError("ratios must be positive for a geometric mean")
     point, iv = bootstrap(np.log(r), method=method, level=level, n_resamples=n_resamples, seed=seed)
     return float(np.exp(point)), Interval(float(np.exp(iv.lo)), float(np.exp(iv.hi)), iv.method, iv.n)
+
+
+def geomean_of_draws(points, draws, *, method: str, n: int, level: float = LEVEL) -> tuple[float, Interval]:
+    """Geometric mean of per-point ratios ``points`` (P,) with the percentile interval of the geometric
+    mean of their bootstrap draws ``draws`` (P, B) (draw b of every point from the same resample
+    round; points that share measured units share their draws)."""
+    p = np.asarray(points, dtype=np.float64)
+    d = np.asarray(draws, dtype=np.float64)
+    if p.ndim != 1 or d.ndim != 2 or d.shape[0] != p.shape[0]:
+        raise ValueError(f"points (P,) and draws (P, B) expected, got {p.shape} and {d.shape}")
+    if np.any(p <= 0) or np.any(d <= 0) or not np.all(np.isfinite(d)):
+        raise ValueError("ratios must be positive and finite")
+    point = float(np.exp(np.log(p).mean()))
+    return point, from_draws(point, np.exp(np.log(d).mean(0)), method=method, n=n, level=level)
 
 
 def binomial(k: int, n: int, *, level: float = LEVEL) -> Interval:

@@ -86,3 +86,12 @@ def test_bad_input_raises(call, match):
 
 def test_item_worth():
     assert stats.item_worth(60) == pytest.approx(1.6667, abs=1e-4) and stats.item_worth(1000) == 0.1
+
+
+def test_from_draws_is_the_percentile_interval_widened_to_the_point():
+    draws = np.arange(1001, dtype=float)             # quantiles 25 and 975 at level 0.95
+    iv = stats.from_draws(500.0, draws, method="m", n=7)
+    assert (iv.lo, iv.hi, iv.n) == (pytest.approx(25.0), pytest.approx(975.0), 7)
+    assert stats.from_draws(990.0, draws, method="m", n=7).hi == 990.0
+    point, iv = stats.geomean_of_draws([2.0, 8.0], np.array([[2.0] * 200, [8.0] * 200]), method="m", n=2)
+    assert point == pytest.approx(4.0) and iv.lo == pytest.approx(4.0) and iv.hi == pytest.approx(4.0)

@@ -131,9 +131,8 @@ def energy_efficiency(cpu_reps, a3_energy_pj, *, power_w: float, power_sweep, se
     e_draw = e[rng.integers(0, e.size, size=(n_resamples, e.size))].mean(axis=1)
     ratio = lambda p, tt, ee: p * tt / (ee * 1e-12)  # noqa: E731
     point = float(ratio(power_w, np.median(t), e.mean()))
-    lo, hi = np.quantile(ratio(power_w, t_draw, e_draw), [(1 - level) / 2, (1 + level) / 2])
-    iv = stats.Interval(min(float(lo), point), max(float(hi), point),
-                        "bootstrap over CPU repetitions (median) x sampled A3 queries (mean)", int(t.size))
+    iv = stats.from_draws(point, ratio(power_w, t_draw, e_draw), level=level, n=t.size,
+                          method="bootstrap over CPU repetitions (median) x sampled A3 queries (mean)")
     sweep = sorted(set(float(p) for p in power_sweep) | {float(power_w)})
     span = [ratio(p, np.median(t), e.mean()) for p in sweep]
     return dict(point=point, interval=iv, assumption_range=dict(lo=float(min(span)), hi=float(max(span)),

@@ -10,7 +10,7 @@ from dataclasses import asdict, replace
 import numpy as np
 import torch
 
-from ..stats import LEVEL, Interval
+from ..stats import geomean_of_draws  # noqa: F401  (re-exported: attnlib.sprint.geomean_of_draws)
 
 __all__ = ["token_windows", "sprint_probe_run", "subset_probe", "geomean_of_draws", "code_version", "sprint_model_run"]
 
@@ -92,23 +92,6 @@ def sprint_probe_run(rm, probe, fn, *, use_cache: bool = True) -> dict:
     res = cached("sprint", "probe", key, compute) if use_cache else compute()
     correct = probe.clf.predict(res["X"]) == np.asarray(probe.test_labels)
     return {"correct": correct, "pruned": float(res["pruned"])}
-
-
-def geomean_of_draws(points, draws, *, method: str, n: int, level: float = LEVEL) -> tuple[float, Interval]:
-    """Geometric mean of per-point ratios ``points`` (P,) with the percentile interval of the geometric
-    mean of their bootstrap draws ``draws`` (P, B) (draw b of every point from the same resample
-    round; points that share measured units share their draws)."""
-    p = np.asarray(points, dtype=np.float64)
-    d = np.asarray(draws, dtype=np.float64)
-    if p.ndim != 1 or d.ndim != 2 or d.shape[0] != p.shape[0]:
-        raise ValueError(f"points (P,) and draws (P, B) expected, got {p.shape} and {d.shape}")
-    if np.any(p <= 0) or np.any(d <= 0) or not np.all(np.isfinite(d)):
-        raise ValueError("ratios must be positive and finite")
-    point = float(np.exp(np.log(p).mean()))
-    g = np.exp(np.log(d).mean(0))
-    a = (1 - level) / 2
-    lo, hi = np.quantile(g, [a, 1 - a])
-    return point, Interval(min(float(lo), point), max(float(hi), point), method, int(n))
 
 
 _STAT_FIELDS = ("kept", "overlap", "allowed", "mass", "valid", "union")
