@@ -50,9 +50,10 @@ where things go:
   executed copies  executed/<notebook>.ipynb (full) or executed/<notebook>.<profile>.ipynb: open the
                    one a failure names to see the failing cell and its traceback
 
-typical times (2 cores, warm caches): full profile about 12 min in all (primer 7 s, real models 67 s,
-A3 ~110 s, SPRINT ~120 s, FLAT 22 s, Token-Picker ~130 s, AttMEMO ~240 s); --quick about 2.5 min.
-The first run also creates .venv (a few minutes) and fills .cache/ (a few more minutes).
+typical times (2 cores, warm caches): full profile about 6.5 min in all (primer 5 s, real models 55 s,
+A3 ~45 s, SPRINT ~30 s, FLAT ~45 s, Token-Picker ~20 s, AttMEMO ~160 s); --quick about 2.5 min.
+The first run also creates .venv (a few minutes) and fills .cache/: well over half an hour, most of it
+A3's accuracy-vs-M runs and Token-Picker's long-context statistics (see README).
 
 exit status: 0 all notebooks ran; 1 a notebook failed (named on stderr, the others still ran);
 2 bad arguments (nothing ran).
