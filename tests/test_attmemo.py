@@ -443,6 +443,41 @@ def test_time_cell_returns_every_variant(encoder, tmp_path):
     batches = [models.encode(encoder, [t], 16) for t in texts]
     t = attmemo.time_cell(fe, batches, 2, memo_input=memo)
     assert {"base", "memo", "sdpa", "memo_sdpa"} <= set(t) and t["base"].shape == (2, 2) and np.all(t["memo"] > 0)
+    # a subset of variants, timed with two threads; the count before is restored afterwards
+    before = torch.get_num_threads()
+    seen = []
+    fe_forward = fe.forward
+    fe.forward = lambda *a, **k: seen.append(torch.get_num_threads()) or fe_forward(*a, **k)
+    try:
+        t2 = attmemo.time_cell(fe, batches, 2, memo_input=memo, variants=("sdpa", "memo_sdpa"), threads=2)
+    finally:
+        fe.forward = fe_forward
+    assert {k for k in t2 if "@" not in k} == {"sdpa", "memo_sdpa"} and t2["sdpa"].shape == (2, 2)
+    assert set(seen) == {2} and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="not available"):
+        attmemo.time_cell(fe, batches, 1, variants=("memo",))
+    with pytest.raises(ValueError, match="unknown"):
+        attmemo.time_cell(fe, batches, 1, memo_input=memo, variants=("fast",))
+
+
+def test_torch_threads_restores_and_batch_groups_cycle():
+    before = torch.get_num_threads()
+    with attmemo.torch_threads(1) as n:
+        assert n == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == before
+    with attmemo.torch_threads(None) as n:
+        assert n == before
+    with pytest.raises(ValueError):
+        with attmemo.torch_threads(-1):
+            pass
+    groups, distinct = attmemo.batch_groups([5, 6, 7], 2, 2)
+    assert groups == [[5, 6], [7, 5]] and distinct == 3
+    groups, distinct = attmemo.batch_groups(range(10), 4, 2)
+    assert groups == [[0, 1, 2, 3], [4, 5, 6, 7]] and distinct == 8
+    groups, distinct = attmemo.batch_groups([1], 3, 1)       # a pool smaller than a batch: repeated ids
+    assert groups == [[1, 1, 1]] and distinct == 1
+    with pytest.raises(ValueError, match="non-empty"):
+        attmemo.batch_groups([], 2, 1)
 
 
 def test_siamese_keys_learn_a_distance():

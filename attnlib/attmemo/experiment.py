@@ -4,6 +4,8 @@ and the per-cell timing of the forward variants. Everything the notebook orchest
 tests can cover it."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -13,7 +15,39 @@ from .lookup import pooled_raw, tv_distance
 from .perlayer import ChunkEmbedder
 from .workload import time_variants
 
-__all__ = ["layer_raws", "maps_of", "calibration_pairs", "memo_embed", "time_cell", "lengths_of"]
+__all__ = ["layer_raws", "maps_of", "calibration_pairs", "memo_embed", "time_cell", "lengths_of", "torch_threads",
+           "batch_groups", "VARIANTS"]
+
+VARIANTS = ("base", "memo", "memo_layer", "sdpa", "memo_sdpa")
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``n`` torch intra-op threads (None or 0: leave the count as it is); the previous
+    count is restored afterwards. Yields the count in effect."""
+    before = torch.get_num_threads()
+    if n is not None and int(n) < 0:
+        raise ValueError(f"threads must be >= 0, got {n}")
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def batch_groups(pool, batch_size: int, n_batches: int) -> tuple[list[list], int]:
+    """``n_batches`` groups of ``batch_size`` ids taken in order from ``pool``, cycling through the pool
+    when it holds fewer than ``batch_size * n_batches`` ids (an id then appears in several batches, or
+    twice in one batch when the pool is smaller than a batch). Returns (groups, distinct ids used)."""
+    pool = list(pool)
+    if batch_size < 1 or n_batches < 1:
+        raise ValueError(f"batch_size and n_batches must be >= 1, got {batch_size}, {n_batches}")
+    if not pool:
+        raise ValueError("batch_groups needs a non-empty pool of ids")
+    need = batch_size * n_batches
+    flat = [pool[i % len(pool)] for i in range(need)]
+    return [flat[s:s + batch_size] for s in range(0, need, batch_size)], min(len(pool), need)
 
 
 def lengths_of(rm, texts: list[str], max_length: int) -> np.ndarray:
@@ -108,10 +142,15 @@ def memo_embed(fe: FastEncoder, texts: list[str], max_length: int, memo, *, batc
 
 
 def time_cell(fe: FastEncoder, batches: list[dict], reps: int, *, memo_input: PerInputMemo | None = None,
-              memo_layer: PerLayerMemo | None = None, sdpa: bool = True) -> dict:
+              memo_layer: PerLayerMemo | None = None, sdpa: bool = True, variants=None,
+              threads: int | None = None) -> dict:
     """Interleaved timing of the forward variants on the same encoded batches: ``base`` (eager, no memo),
     ``memo`` (per-input lookup), optionally ``memo_layer`` (per-layer lookup), ``sdpa`` (fused attention,
-    no memo) and ``memo_sdpa`` (per-input lookup, misses with fused attention). Returns {variant: (reps, n_batches) seconds} (+ ``@cpu`` process CPU seconds)."""
+    no memo) and ``memo_sdpa`` (per-input lookup, misses with fused attention). ``variants`` restricts the
+    set (default: every variant the arguments allow); ``threads``: torch intra-op threads while timing
+    (restored afterwards; None keeps the current count). Returns {variant: (reps, n_batches) seconds}
+    (+ ``@cpu`` process CPU seconds). To record the thread count beside the times, time inside
+    ``with torch_threads(n) as used:`` (``used`` is the count in effect)."""
     fns = {"base": lambda b: fe.forward(b)}
     if memo_input is not None:
         fns["memo"] = lambda b: fe.forward(b, memo=memo_input)
@@ -121,5 +160,12 @@ def time_cell(fe: FastEncoder, batches: list[dict], reps: int, *, memo_input: Pe
         fns["sdpa"] = lambda b: fe.forward(b, attn="sdpa")
         if memo_input is not None:   # memoisation on top of the fused baseline: misses run SDPA too
             fns["memo_sdpa"] = lambda b: fe.forward(b, memo=memo_input, attn="sdpa")
-    with torch.no_grad():
+    if variants is not None:
+        unknown = [v for v in variants if v not in VARIANTS]
+        missing = [v for v in variants if v in VARIANTS and v not in fns]
+        if unknown or missing or not variants:
+            raise ValueError(f"variants must be a non-empty subset of {VARIANTS} that the memo arguments allow; "
+                             f"unknown {unknown}, not available {missing}")
+        fns = {v: fns[v] for v in variants}
+    with torch.no_grad(), torch_threads(threads):
         return time_variants(fns, batches, reps)
