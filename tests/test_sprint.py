@@ -478,3 +478,29 @@ def test_runtime_pruning_baseline_fetches_everything_but_skips_pruned_work():
     assert sp.baseline_cost(acc, keep_fraction=1.0, **kw).macs == conv.macs
     with pytest.raises(ValueError, match="keep_fraction"):
         sp.baseline_cost(acc, keep_fraction=0.0, **kw)
+
+
+# ----------------------------------------------------------------------------- SPRINT with query tiling
+def test_tiled_fetches_bounds_and_monotonicity():
+    rng = np.random.default_rng(3)
+    keep = rng.random((5, 16, 16)) < 0.3
+    per_query = keep.sum((1, 2)).astype(float)
+    union = keep.any(1).sum(1).astype(float)
+    np.testing.assert_array_equal(sp.tiled_fetches(keep, 1), per_query)        # tile 1: every survivor of every query
+    np.testing.assert_array_equal(sp.tiled_fetches(keep, 16), union)           # one tile: each distinct key once
+    np.testing.assert_array_equal(sp.tiled_fetches(keep, 64), union)
+    f = [sp.tiled_fetches(keep, b) for b in (1, 2, 4, 8, 16)]
+    assert all(np.all(a >= b) for a, b in zip(f, f[1:]))                       # merging tiles never fetches more
+    # by hand: tile of 3 over 4 queries of one unit
+    k = np.zeros((1, 4, 3), dtype=bool)
+    k[0, 0, 0] = k[0, 1, 0] = k[0, 2, 1] = k[0, 3, 0] = k[0, 3, 2] = True
+    assert sp.tiled_fetches(k, 3)[0] == 2 + 2
+    with pytest.raises(ValueError, match="tile"):
+        sp.tiled_fetches(keep, 0)
+
+
+def test_query_tiled_fetch_picks_the_largest_power_of_two_that_fits():
+    q = sp.QueryTiledFetch()
+    assert q.tile_for(100) == 64 and q.tile_for(1) == 1 and q.tile_for(0) == 1
+    with pytest.raises(ValueError, match="does not fit"):
+        sp.QueryTiledFetch(8).tile_for(4)

@@ -24,7 +24,9 @@ records, per layer, how many keys each query kept and how many it shared with th
 The package: `attnlib.sprint.algorithm` (steps 1-4, keep statistics, calibration),
 `attnlib.sprint.cost` (baselines, time and energy, the paper's S/M/L hardware), `attnlib.sprint.buffer`
 (K/V buffer replacement policies on recorded keep masks), `attnlib.sprint.experiment` (real-model
-helpers, cached probe correctness, headline aggregation with intervals). Everything is re-exported here.
+helpers, cached probe correctness, headline aggregation with intervals), `attnlib.sprint.finetune`
+(learned per-layer thresholds: fine-tuning with a soft gate and a pruning regulariser, LeOPArd-style,
+then a hard prune through the in-memory scoring model). Everything is re-exported here.
 """
 from __future__ import annotations
 
@@ -36,5 +38,7 @@ from .experiment import *  # noqa: F401,F403
 from .experiment import __all__ as _e
 from .buffer import *  # noqa: F401,F403
 from .buffer import __all__ as _b
+from .finetune import *  # noqa: F401,F403
+from .finetune import __all__ as _f
 
-__all__ = [*_a, *_c, *_e, *_b]
+__all__ = [*_a, *_c, *_e, *_b, *_f]

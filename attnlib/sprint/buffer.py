@@ -16,6 +16,11 @@ and the rows query i used, by the policy:
 When query i keeps more rows than fit, "previous" and LRU retain the same ``capacity`` of them (lowest
 key index first), so LRU always holds a superset of what "previous" holds and never fetches more.
 All policies are vectorised over the (sequence, head) units: one numpy step per query.
+
+**SPRINT with query tiling** (an extension, `tiled_fetches` / `QueryTiledFetch`): like the query-tiled
+baseline, the buffer holds a tile of ``bq`` query (and output) rows and the K/V rows stream through it;
+each K/V row kept by ANY query of the tile is fetched once for the whole tile (the union of the tile's
+survivors), and rows are not kept across tiles (conservative).
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import numpy as np
 
 from .algorithm import RowStats
 
-__all__ = ["POLICIES", "simulate_fetches", "BufferPolicy"]
+__all__ = ["POLICIES", "simulate_fetches", "BufferPolicy", "tiled_fetches", "QueryTiledFetch"]
 
 POLICIES = ("previous", "lru", "belady")
 
@@ -129,3 +134,54 @@ class BufferPolicy:
 
     def __repr__(self) -> str:
         return f"BufferPolicy({self.policy!r})"
+
+
+def tiled_fetches(keep: np.ndarray, tile: int, valid: np.ndarray | None = None) -> np.ndarray:
+    """K/V rows fetched per unit when queries are processed in tiles of ``tile`` consecutive queries and
+    each tile fetches the union of its queries' survivors once: keep bool (U, T, Tk) -> float64 (U,).
+    tile = 1: every survivor of every query; tile >= T: each distinct survivor once."""
+    keep = np.asarray(keep, dtype=bool)
+    if keep.ndim != 3:
+        raise ValueError(f"keep masks must be (units, queries, keys), got shape {keep.shape}")
+    if int(tile) != tile or tile < 1:
+        raise ValueError(f"tile must be a positive integer number of queries, got {tile}")
+    if valid is not None:
+        keep = keep & np.asarray(valid, dtype=bool)[..., None]
+    U, T, Tk = keep.shape
+    tile = min(int(tile), T)
+    n_tiles = -(-T // tile)
+    pad = n_tiles * tile - T
+    if pad:
+        keep = np.concatenate([keep, np.zeros((U, pad, Tk), dtype=bool)], axis=1)
+    return keep.reshape(U, n_tiles, tile, Tk).any(2).sum((1, 2)).astype(np.float64)
+
+
+class QueryTiledFetch:
+    """``fetched_of`` for `sprint_cost`: SPRINT with query tiling. The buffer left after one query and one
+    output row holds ``capacity_rows`` K/V rows; a tile of bq queries needs bq - 1 more (Q, O) row pairs
+    (one pair is as large as one K/V row) and at least one K/V staging row, so bq <= capacity_rows. The
+    tile is the largest power of two that fits (or ``tile`` if given); fetches by `tiled_fetches`."""
+
+    def __init__(self, tile: int | None = None):
+        if tile is not None and (int(tile) != tile or tile < 1):
+            raise ValueError(f"tile must be a positive integer or None, got {tile}")
+        self.tile = tile
+        self.last_tile: int | None = None
+
+    def tile_for(self, capacity_rows: float) -> int:
+        if self.tile is not None:
+            if self.tile > max(1, int(capacity_rows)):
+                raise ValueError(f"a tile of {self.tile} queries does not fit a buffer of {int(capacity_rows)} rows")
+            return int(self.tile)
+        return 1 << max(0, int(np.floor(np.log2(max(1.0, float(capacity_rows))))))
+
+    def __call__(self, st: RowStats, capacity_rows: float) -> np.ndarray:
+        N, H = st.kept.shape[:2]
+        masks = st.keep_masks()
+        T, Tk = masks.shape[2:]
+        bq = self.tile_for(capacity_rows)
+        self.last_tile = bq
+        return tiled_fetches(masks.reshape(N * H, T, Tk), bq, st.valid.reshape(N * H, T)).reshape(N, H)
+
+    def __repr__(self) -> str:
+        return f"QueryTiledFetch({self.tile!r})"
