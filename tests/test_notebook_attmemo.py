@@ -4,9 +4,11 @@ from notebook_checks import check_claims, check_figures
 
 CLAIMS = {"avg_latency_reduction": ("percent", 22), "avg_latency_reduction_vs_sdpa": ("percent", 22),
           "avg_latency_reduction_per_layer": ("percent", 22), "avg_latency_reduction_mix": ("percent", 22),
-          "avg_latency_reduction_hits": ("percent", 22), "max_latency_reduction": ("percent", 68),
+          "avg_latency_reduction_hits": ("percent", 22), "avg_latency_reduction_2threads": ("percent", 22),
+          "max_latency_reduction": ("percent", 68),
           "accuracy_loss": ("accuracy", 0.0), "accuracy_loss_high_reuse": ("accuracy", 0.0)}
-FIGURES = {"attmemo_calibration", "attmemo_tv_and_db_size", "attmemo_latency_reduction", "attmemo_lookup_breakdown"}
+FIGURES = {"attmemo_calibration", "attmemo_tv_and_db_size", "attmemo_latency_reduction", "attmemo_lookup_breakdown",
+           "attmemo_batch_threads"}
 
 
 @pytest.mark.notebook
@@ -37,4 +39,10 @@ def test_attmemo_notebook(run_notebook):
     assert 0 <= values["stream_hit_rate_128"]["value"] <= 1 and "interval" in values["stream_hit_rate_128"]
     assert values["hit_rate_extrapolated_1TB"]["basis"] == "modelled"
     assert all(values[f"lookup_{k}_ms_per-input"]["value"] >= 0 for k in ("embed", "search", "load"))
+    # every timing is stored with its thread count: one and two threads, batch sizes beyond 1
+    assert set(head["params"]["threads_timed"]) >= {1, 2} and claims["avg_latency_reduction_2threads"]["params"]["threads"] == 2
+    red = {n: v for n, v in values.items() if n.startswith("reduction_")}
+    assert all(v["params"]["threads"] in (1, 2) and "interval" in v for v in red.values())
+    assert any("_b1_t2" in n for n in red) and any(n.endswith("_sdpa") for n in red)
+    assert max(int(n.split("_b")[1].split("_")[0]) for n in red) == max(head["params"]["batch_sizes"]) > 1
     check_figures(figures, FIGURES)
