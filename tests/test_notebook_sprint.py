@@ -7,6 +7,12 @@ CLAIMS = {  # claim_id: (kind, paper value, basis, role, of)
     "energy_reduction": ("ratio", 19.6, "modelled", "headline", None),
     "accuracy_degradation": ("accuracy", 0.36, "algorithmic", "headline", None),
     "accuracy_degradation_small_sets": ("accuracy", 0.36, "algorithmic", "alternative", "accuracy_degradation"),
+    "accuracy_degradation_frozen_probe": ("accuracy", 0.36, "algorithmic", "alternative", "accuracy_degradation"),
+    "pruning_rate": ("ratio", 0.75, "algorithmic", "headline", None),
+    "speedup_sprint_tiled_vs_tiled_baseline": ("ratio", 7.5, "modelled", "alternative", "speedup"),
+    "energy_reduction_sprint_tiled_vs_tiled_baseline": ("ratio", 19.6, "modelled", "alternative", "energy_reduction"),
+    "speedup_frozen_calibration": ("ratio", 7.5, "modelled", "alternative", "speedup"),
+    "energy_reduction_frozen_calibration": ("ratio", 19.6, "modelled", "alternative", "energy_reduction"),
     "speedup_M": ("ratio", 7.4, "modelled", "headline", None),
     "speedup_L": ("ratio", 7.1, "modelled", "headline", None),
     "speedup_vs_runtime_pruning": ("ratio", 7.5, "modelled", "alternative", "speedup"),
@@ -15,7 +21,8 @@ CLAIMS = {  # claim_id: (kind, paper value, basis, role, of)
     "energy_reduction_vs_tiled_baseline": ("ratio", 19.6, "modelled", "alternative", "energy_reduction"),
 }
 FIGURES = {"sprint_method_scores", "sprint_configurations", "sprint_pruning_per_layer", "sprint_accuracy_sweeps", "sprint_speedup_energy",
-           "sprint_buffer_and_reuse", "sprint_energy_breakdown", "sprint_sensitivity"}
+           "sprint_buffer_and_reuse", "sprint_energy_breakdown", "sprint_sensitivity", "sprint_learned_tradeoff",
+           "sprint_pruning_learned_vs_frozen"}
 
 
 @pytest.mark.notebook
@@ -37,6 +44,12 @@ def test_sprint_notebook(run_notebook):
     acc = claims["accuracy_degradation"]
     assert acc["interval"]["method"].startswith("paired bootstrap") and acc["interval"]["n"] == acc["params"]["n_test"]
     assert "noise scale" in acc["assumption_range"]["swept"]
+    # the headline accuracy is the learned operating point: fine-tuned with a swept regulariser, matched to the paper's loss
+    assert acc["params"]["reg"] in acc["params"]["regs"] and len(acc["params"]["regs"]) >= 2
+    assert acc["operating_point"]["how"] in ("matched quality", "sensitivity")
+    assert len(acc["params"]["thresholds"]) == 6 and all(isinstance(t, float) for t in acc["params"]["thresholds"])
+    assert claims["accuracy_degradation_frozen_probe"]["operating_point"]["how"] == "sensitivity"
+    assert len(claims["pruning_rate"]["params"]["per_layer"]) == 6
     values = {v["name"]: v for v in results["values"]}
     pruning = [v for n, v in values.items() if n.startswith("pruning_ratio_")]
     reuse = [v for n, v in values.items() if n.startswith("adjacent_reuse_")]

@@ -115,3 +115,15 @@ def test_finetune_cache_round_trip_and_the_baseline_keeps_every_key(encoder, tmp
     assert res["pruned"] == 0.0 and res["correct"].shape == (len(TEXTS),)
     fn = sp.SprintAttention(np.full(encoder.n_layers, -np.inf), 0.0, sp.AnalogConfig())
     assert np.array_equal(ft.classify(a, TEXTS, 24, attn_fn=fn), ft.classify(a, TEXTS, 24))
+
+
+def test_counting_sprint_counts_what_row_stats_count():
+    q, k, v = _qkv(seed=4)
+    mask = torch.where(torch.as_tensor(causal_mask(q.shape[-2])), 0.0, float("-inf"))[None, None]
+    cfg = sp.AnalogConfig(seed=3)
+    ref = sp.SprintAttention([0.2], 0.05, cfg, record=True)
+    cnt = ft._CountingSprint([0.2], 0.05, cfg)
+    torch.testing.assert_close(cnt(q, k, v, mask, 0.25, 0), ref(q, k, v, mask, 0.25, 0))   # same noise draws
+    assert cnt.pruned() == pytest.approx(ref.pruned_fraction())
+    assert cnt.layer_pruning(1)[0] == pytest.approx(ref.stats[0][0].pruning_ratio)
+    assert 0 < cnt.pruned() < 1

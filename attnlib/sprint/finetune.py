@@ -351,14 +351,35 @@ def classify(ft: FinetunedModel, texts, max_length: int, attn_fn=None, batch_siz
     return pred
 
 
-def _layer_pruning(fn: SprintAttention, n_layers: int) -> np.ndarray:
-    out = np.zeros(n_layers)
-    for l in range(n_layers):
-        sts = fn.stats.get(l, [])
-        kept = sum(float(st.kept[st.valid].sum()) for st in sts)
-        allowed = sum(float(st.allowed[st.valid].sum()) for st in sts)
-        out[l] = 1.0 - kept / max(1.0, allowed)
-    return out
+class _CountingSprint(SprintAttention):
+    """`SprintAttention` that keeps only per-layer (kept, allowed) pair counts over real query rows
+    (the same counts `RowStats` gives, without its per-row arrays and exact probabilities: cheaper)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.counts: dict[int, np.ndarray] = {}
+
+    def __call__(self, q, k, v, mask, scale, layer):
+        from .algorithm import sprint_attention
+
+        qc, kc, vc = q.detach().float().cpu(), k.detach().float().cpu(), v.detach().float().cpu()
+        mc = None if mask is None else mask.detach().cpu()
+        keep, allowed = self.keep_mask(qc, kc, mc, scale, layer)
+        out = sprint_attention(qc, kc, vc, keep, mc, scale)
+        tq, tk = keep.shape[-2:]
+        valid = torch.diagonal(allowed, dim1=-2, dim2=-1) if tq == tk else allowed.any(-1)
+        c = self.counts.setdefault(layer, np.zeros(2))
+        c += [float((keep & valid.unsqueeze(-1)).sum()), float((allowed & valid.unsqueeze(-1)).sum())]
+        return out.to(device=q.device, dtype=q.dtype)
+
+    def layer_pruning(self, n_layers: int) -> np.ndarray:
+        """Fraction of allowed pairs pruned per layer (L,)."""
+        return np.array([1.0 - self.counts[l][0] / max(1.0, self.counts[l][1]) if l in self.counts else 0.0
+                         for l in range(n_layers)])
+
+    def pruned(self) -> float:
+        tot = sum(self.counts.values()) if self.counts else np.zeros(2)
+        return float(1.0 - tot[0] / max(1.0, tot[1]))
 
 
 def learned_attention(ft: FinetunedModel, calib_texts, max_length: int, cfg: AnalogConfig, margin_z: float = 1.0, *,
@@ -406,11 +427,10 @@ def evaluate_finetuned(ft: FinetunedModel, test_texts, test_labels, max_length: 
         if not prune:
             pred = classify(ft, test_texts, max_length)
             return {"pred": pred, "pruned": 0.0, "pruned_per_layer": np.zeros(L), "margins": np.zeros(L)}
-        fn = learned_attention(ft, calib_texts, max_length, cfg, margin_z, record=True)
-        margins = fn.margins
+        ref = learned_attention(ft, calib_texts, max_length, cfg, margin_z)
+        fn = _CountingSprint(ref.thresholds, ref.margins, cfg)
         pred = classify(ft, test_texts, max_length, attn_fn=fn)
-        return {"pred": pred, "pruned": fn.pruned_fraction(), "pruned_per_layer": _layer_pruning(fn, L),
-                "margins": margins}
+        return {"pred": pred, "pruned": fn.pruned(), "pruned_per_layer": fn.layer_pruning(L), "margins": ref.margins}
 
     if use_cache:
         from ..cache import cached
