@@ -5,10 +5,12 @@
                            AttnFn for real models, candidate/recall sweeps, the threshold conversion;
 - `attnlib.a3.hardware`    the base / approximate pipeline cost model (modelled) and the CPU
                            baseline (measured here, with repetitions, thread counts and a load check);
+- `attnlib.a3.babi`        generated bAbI-style stories (tasks 1 and 2) for the memory-network workload;
+- `attnlib.a3.memn2n`      the end-to-end memory network trained on them, exact or A3 attention over its memory;
 - `attnlib.a3.experiments` the notebook's orchestration: operating-point rules, cached probe runs,
                            speedups with intervals and assumption ranges, energy efficiency vs CPU.
 """
-from . import algorithm, experiments, hardware  # noqa: F401
+from . import algorithm, babi, experiments, hardware, memn2n  # noqa: F401
 from .algorithm import *  # noqa: F401,F403
 from .algorithm import ALGORITHM_VERSION  # noqa: F401
 from .experiments import *  # noqa: F401,F403

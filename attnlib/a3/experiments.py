@@ -7,6 +7,10 @@
 - `speedups`                    throughput and latency speedup of approximate over base A3 on a stream of
                                 real queries, with a bootstrap interval over the queries.
 - `speedup_assumption_range`    the span of those speedups over the labelled hardware assumptions.
+- `per_question_units`          per-query cycle counts summed per test item (the unit a bootstrap resamples).
+- `matched_bootstrap`           matched quality with its uncertainty: one bootstrap over the test items
+                                re-chooses the matched M in every draw and takes the speed there, so the
+                                speed interval carries the uncertainty of the operating point itself.
 - `energy_efficiency`           A3 vs CPU queries per joule with an interval (CPU repetitions x A3 queries)
                                 and the span over the CPU power range (the assumption range).
 """
@@ -26,7 +30,7 @@ from .hardware import A3Hardware, stream_arrays
 
 __all__ = ["smallest_setting", "matched_setting", "probe_correct_cached", "speedups", "speedup_assumption_range",
            "energy_efficiency", "HW_SWEEP", "sweep_counts", "KV_SCALE", "split_sentences", "perturb",
-           "kv_retrieval_task", "kv_retrieval_run"]
+           "kv_retrieval_task", "kv_retrieval_run", "per_question_units", "matched_bootstrap"]
 
 #: The labelled hardware assumptions swept for the speedups' assumption range (defaults included).
 HW_SWEEP = dict(pipeline_fill=(4, 8, 16), select_iter_per_cycle=(0.5, 1.0), exp_overlap=(0.0, 0.5, 1.0),
@@ -235,4 +239,68 @@ def kv_retrieval_run(task: dict, *, M: int | None = None, m_frac: float | None =
     for name, attr in (("n_allowed", "n_allowed"), ("m", "m"), ("candidates", "n_candidates"), ("survivors", "n_survivors"),
                        ("max_picks", "max_picks"), ("min_picks", "min_picks")):
         out[name] = getattr(res, attr).reshape(-1).numpy().astype(float)
+    return out
+
+
+# ============================================================================ matched quality with an interval
+def per_question_units(counts: dict, *, d: int, queries_per_item: int, hw: A3Hardware | None = None) -> dict:
+    """Per-test-item sums of the per-query cycle counts (``counts`` as `speedups` takes, question-major:
+    item i owns queries i*q .. i*q+q-1 with q = ``queries_per_item``, e.g. MemN2N's hops). Returns
+    base_interval, approx_interval, base_latency, approx_latency, base_energy, approx_energy, each (items,)."""
+    a = stream_arrays(counts["n_allowed"], counts["m"], counts["candidates"], counts["survivors"], d=d, hw=hw,
+                      max_picks=counts.get("max_picks"), min_picks=counts.get("min_picks"))
+    n = a["base_interval"].size
+    if queries_per_item < 1 or n % queries_per_item:
+        raise ValueError(f"{n} queries do not split into items of {queries_per_item}")
+    keys = ("base_interval", "approx_interval", "base_latency", "approx_latency", "base_energy", "approx_energy")
+    return {k: a[k].reshape(-1, queries_per_item).sum(1) for k in keys}
+
+
+def matched_bootstrap(ref, correct: dict, units: dict, band: tuple[float, float], *, seed: int = stats.SEED,
+                      n_resamples: int = stats.N_RESAMPLES, level: float = stats.LEVEL, chunk: int = 500) -> dict:
+    """Matched quality as a statistic: the setting whose accuracy loss is nearest ``band`` (`matched_setting`)
+    and the throughput / latency speedups over base A3 there, with ONE bootstrap over the test items:
+    every draw resamples the items (the same draw for every setting: paired), recomputes each setting's
+    loss, re-chooses the matched setting, and takes the speedups of that setting on the same items.
+
+    ref (N,) bool exact correctness; correct {setting: (N,) bool}; units {setting: `per_question_units`}.
+    Returns setting, loss (points), throughput, latency (points), their Intervals, and "setting_draws"
+    (how often each setting was chosen), so that the interval shows how firmly the data fix the point."""
+    settings = sorted(correct)
+    ref = np.asarray(ref, dtype=float)
+    C = np.stack([np.asarray(correct[s], dtype=float) for s in settings])          # (S, N)
+    if C.shape[1] != ref.size or set(units) < set(settings):
+        raise ValueError("correct and units must hold every setting, each over the same items as ref")
+    U = {k: np.stack([np.asarray(units[s][k], dtype=float) for s in settings])
+         for k in ("base_interval", "approx_interval", "base_latency", "approx_latency")}
+    if any(u.shape != C.shape for u in U.values()):
+        raise ValueError("units must give one value per item for every setting")
+    lo, hi = band
+
+    def choose(loss):  # loss (..., S) -> index of the matched setting (matched_setting's order, vectorised)
+        outside = np.maximum(lo - loss, 0) + np.maximum(loss - hi, 0)
+        mid = np.abs(loss - (lo + hi) / 2)
+        key = outside * 1e6 + mid  # outside the band dominates; then nearest the middle; ties -> smaller setting
+        return np.argmin(key + 1e-9 * np.arange(len(settings)), axis=-1)
+
+    def stat(idx):  # idx (R, N) item indices -> (choice, loss, tp, lat) per draw
+        w = np.zeros((idx.shape[0], ref.size))
+        np.add.at(w, (np.arange(idx.shape[0])[:, None], idx), 1.0)                   # item weights per draw
+        loss = 100 * ((w @ ref)[:, None] - w @ C.T) / ref.size                       # (R, S)
+        ch = choose(loss)
+        r = np.arange(idx.shape[0])
+        tp = (w @ U["base_interval"].T)[r, ch] / (w @ U["approx_interval"].T)[r, ch]
+        lat = (w @ U["base_latency"].T)[r, ch] / (w @ U["approx_latency"].T)[r, ch]
+        return ch, loss[r, ch], tp, lat
+
+    ch0, loss0, tp0, lat0 = stat(np.arange(ref.size)[None, :])
+    rng = np.random.default_rng(seed)
+    draws = [stat(rng.integers(0, ref.size, size=(min(chunk, n_resamples - s), ref.size)))
+             for s in range(0, n_resamples, chunk)]
+    ch, loss, tp, lat = (np.concatenate([d[i] for d in draws]) for i in range(4))
+    method = "bootstrap over test items, matched setting re-chosen in every draw"
+    out = dict(setting=settings[int(ch0[0])], loss=float(loss0[0]), throughput=float(tp0[0]), latency=float(lat0[0]),
+               setting_draws={float(settings[i]): float(np.mean(ch == i)) for i in np.unique(ch)})
+    for name, pt, dr in (("loss", loss0[0], loss), ("throughput", tp0[0], tp), ("latency", lat0[0], lat)):
+        out[f"{name}_interval"] = stats.from_draws(float(pt), dr, level=level, n=ref.size, method=method)
     return out
