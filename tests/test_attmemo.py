@@ -460,6 +460,22 @@ def test_time_cell_returns_every_variant(encoder, tmp_path):
         attmemo.time_cell(fe, batches, 1, memo_input=memo, variants=("fast",))
 
 
+def test_count_stalls_flags_only_outliers_of_the_same_input():
+    rng = np.random.default_rng(0)
+    # two inputs of very different cost: neither is a stall, each is compared with its own repetitions
+    base = np.stack([0.01 + 1e-4 * rng.random(15), 0.05 + 1e-4 * rng.random(15)], 1)
+    t = {"base": base, "memo": 0.9 * base, "base@cpu": 100 * base}
+    assert attmemo.count_stalls(t) == 0
+    t["memo"] = t["memo"].copy()
+    t["memo"][4, 0] = 0.5                                     # one call lost the CPU for half a second
+    t["base@cpu"][0, 0] = 99.0                                # CPU-time columns are not judged
+    assert attmemo.count_stalls(t) == 1 and attmemo.count_stalls(t, factor=60) == 0
+    with pytest.raises(ValueError):
+        attmemo.count_stalls(t, factor=1.0)
+    with pytest.raises(ValueError, match="reps, n_inputs"):
+        attmemo.count_stalls({"base": np.ones(3)})
+
+
 def test_torch_threads_restores_and_batch_groups_cycle():
     before = torch.get_num_threads()
     with attmemo.torch_threads(1) as n:

@@ -18,11 +18,11 @@ from .perlayer import ALIGN, FORMAT, VERSION, _as_tensor, _chunk_weights, _media
 from .fastpath import FastEncoder, PerInputMemo, PerLayerMemo, additive_mask
 from .lookup import InputIndex, LayerIndex, MapStore, SiameseKeys, TVCalibration, pooled_raw, tv_distance
 from .workload import nearest_jaccard, shingles, time_variants
-from .experiment import (VARIANTS, batch_groups, calibration_pairs, layer_raws, lengths_of, maps_of, memo_embed,
+from .experiment import (VARIANTS, batch_groups, calibration_pairs, count_stalls, layer_raws, lengths_of, maps_of, memo_embed,
                          time_cell, torch_threads)
 
 __all__ = list(_perlayer_all) + ["FastEncoder", "PerInputMemo", "PerLayerMemo", "additive_mask", "InputIndex",
                                  "LayerIndex", "MapStore", "SiameseKeys", "TVCalibration", "pooled_raw",
                                  "tv_distance", "nearest_jaccard", "shingles", "time_variants",
                                  "calibration_pairs", "layer_raws", "lengths_of", "maps_of", "memo_embed", "time_cell",
-                                 "torch_threads", "batch_groups", "VARIANTS"]
+                                 "torch_threads", "batch_groups", "count_stalls", "VARIANTS"]

@@ -16,7 +16,7 @@ from .perlayer import ChunkEmbedder
 from .workload import time_variants
 
 __all__ = ["layer_raws", "maps_of", "calibration_pairs", "memo_embed", "time_cell", "lengths_of", "torch_threads",
-           "batch_groups", "VARIANTS"]
+           "batch_groups", "count_stalls", "VARIANTS"]
 
 VARIANTS = ("base", "memo", "memo_layer", "sdpa", "memo_sdpa")
 
@@ -139,6 +139,23 @@ def memo_embed(fe: FastEncoder, texts: list[str], max_length: int, memo, *, batc
         m = batch["attention_mask"].unsqueeze(-1).float()
         out[idx] = ((h * m).sum(1) / m.sum(1)).numpy()
     return out
+
+
+def count_stalls(times: dict, factor: float = 3.0) -> int:
+    """Timings that look like a stall (the process lost the CPU mid-call): entries of a ``time_cell`` result
+    (variants only, not ``@cpu``; each (reps, n_inputs) seconds) above ``factor`` x the median of the same
+    variant on the same input over the repetitions. Returns their number (0 for an undisturbed cell)."""
+    if factor <= 1:
+        raise ValueError(f"factor must be > 1, got {factor}")
+    n = 0
+    for name, t in times.items():
+        if "@" in name:
+            continue
+        t = np.asarray(t, float)
+        if t.ndim != 2:
+            raise ValueError(f"{name}: expected (reps, n_inputs) seconds, got shape {t.shape}")
+        n += int((t > factor * np.median(t, axis=0, keepdims=True)).sum())
+    return n
 
 
 def time_cell(fe: FastEncoder, batches: list[dict], reps: int, *, memo_input: PerInputMemo | None = None,
