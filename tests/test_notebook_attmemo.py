@@ -29,6 +29,8 @@ def test_attmemo_notebook(run_notebook):
         if cid.startswith("avg_latency_reduction_"):
             assert claims[cid]["role"] == "alternative" and claims[cid]["of"] == "avg_latency_reduction", cid
     assert claims["accuracy_loss_high_reuse"]["of"] == "accuracy_loss"
+    high = claims["accuracy_loss_high_reuse"]["params"]   # high reuse: far above the natural hit rate, on every test item
+    assert high["n_hit"] >= 0.4 * high["n_items"] and claims["accuracy_loss_high_reuse"]["interval"]["n"] == high["n_items"]
     # the accuracy claim is paired over every test e-mail; the FastEncoder equals the model's forward
     assert "paired" in claims["accuracy_loss"]["interval"]["method"]
     assert claims["accuracy_loss"]["interval"]["n"] == claims["accuracy_loss"]["params"]["n_items"] >= 100
