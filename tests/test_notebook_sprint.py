@@ -11,6 +11,8 @@ CLAIMS = {  # claim_id: (kind, paper value, basis, role, of)
     "pruning_rate": ("ratio", 0.75, "algorithmic", "headline", None),
     "speedup_sprint_tiled_vs_tiled_baseline": ("ratio", 7.5, "modelled", "alternative", "speedup"),
     "energy_reduction_sprint_tiled_vs_tiled_baseline": ("ratio", 19.6, "modelled", "alternative", "energy_reduction"),
+    "speedup_decoder_frozen_calibration": ("ratio", 7.5, "modelled", "alternative", "speedup"),
+    "energy_reduction_decoder_frozen_calibration": ("ratio", 19.6, "modelled", "alternative", "energy_reduction"),
     "speedup_frozen_calibration": ("ratio", 7.5, "modelled", "alternative", "speedup"),
     "energy_reduction_frozen_calibration": ("ratio", 19.6, "modelled", "alternative", "energy_reduction"),
     "speedup_M": ("ratio", 7.4, "modelled", "headline", None),
