@@ -50,10 +50,9 @@ where things go:
   executed copies  executed/<notebook>.ipynb (full) or executed/<notebook>.<profile>.ipynb: open the
                    one a failure names to see the failing cell and its traceback
 
-typical times (2 cores, warm caches): full profile about 6.5 min in all (primer 5 s, real models 55 s,
-A3 ~45 s, SPRINT ~30 s, FLAT ~45 s, Token-Picker ~20 s, AttMEMO ~160 s); --quick about 2.5 min.
-The first run also creates .venv (a few minutes) and fills .cache/: well over half an hour, most of it
-A3's accuracy-vs-M runs and Token-Picker's long-context statistics (see README).
+typical times (2 cores, warm caches): full profile about 5.5 min in all (primer 4 s, real models 45 s,
+A3 ~40 s, SPRINT ~45 s, FLAT ~30 s, Token-Picker ~15 s, AttMEMO ~130 s); --quick about 2.5 min.
+The first run also creates .venv and fills .cache/: about 19 min in all on a fresh clone (see README).
 
 exit status: 0 all notebooks ran; 1 a notebook failed (named on stderr, the others still ran);
 2 bad arguments (nothing ran).
