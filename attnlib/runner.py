@@ -51,7 +51,7 @@ where things go:
                    one a failure names to see the failing cell and its traceback
 
 typical times (2 cores, warm caches): full profile about 5.5 min in all (primer 4 s, real models 45 s,
-A3 ~40 s, SPRINT ~45 s, FLAT ~30 s, Token-Picker ~15 s, AttMEMO ~130 s); --quick about 2.5 min.
+A3 ~40 s, SPRINT ~45 s, FLAT ~30 s, Token-Picker ~15 s, AttMEMO ~130 s); --quick about 1.5 min.
 The first run also creates .venv and fills .cache/: about 19 min in all on a fresh clone (see README).
 
 exit status: 0 all notebooks ran; 1 a notebook failed (named on stderr, the others still ran);
