@@ -599,20 +599,13 @@ def _token_pick_sequential(q, k, v, cfg: PickerConfig, *, scale, kv_groups, tile
                         for c in cfgs], dtype=torch.float64).view(L, 1, 1)
     n_allowed, n_s, order = _order_plan(allowed, cfg)
 
-    q64 = q.to(torch.float64)
+    q64, k_int, k_step, v_deq, out, stat, kvs, kept_all, chunks_all = _prepare(
+        q, k, v, cfg, compute_output, kv_groups, L, return_masks)
     qpos = q64.clamp_min(0).sum(-1, keepdim=True)
     q_aug = torch.cat([q64, qpos], dim=-1)  # (B, H, Tq, d + 1): bound = q_aug . key_aug
-    k_int, k_step = quantize(k, cfg.k_bits)
     col = scale * k_step  # (B, H, Tk, 1)
-    v_deq = None
-    if compute_output:
-        v_int, v_step = quantize(v, cfg.v_bits)
-        v_deq = v_int * v_step
-
     G, Hkv = kv_groups, H // kv_groups
     nc = cfg.n_chunks
-    out = [torch.zeros((B, H, Tq, v.shape[-1]), dtype=torch.float64) if compute_output else None for _ in range(L)]
-    stat, kvs, kept_all, chunks_all = _result_buffers(B, H, Tq, Tk, kv_groups, L, return_masks)
     neg_inf = torch.tensor(-math.inf, dtype=torch.float64)
 
     groups_per_batch = max(1, max_elements // max(G * Tq * Tk * nc, 1))
@@ -719,6 +712,20 @@ def _result_buffers(B, H, Tq, Tk, kv_groups, L, return_masks):
     return stat, kvs, kept_all, chunks_all
 
 
+def _prepare(q, k, v, cfg: PickerConfig, compute_output: bool, kv_groups: int, L: int, return_masks: bool):
+    """What both estimators start from: float64 queries, quantised keys (ints, step), dequantised values
+    (or None), the L output buffers (or None) and the result buffers of `_result_buffers`."""
+    B, H, Tq, _ = q.shape
+    Tk = k.shape[-2]
+    k_int, k_step = quantize(k, cfg.k_bits)
+    v_deq = None
+    if compute_output:
+        v_int, v_step = quantize(v, cfg.v_bits)
+        v_deq = v_int * v_step
+    out = [torch.zeros((B, H, Tq, v.shape[-1]), dtype=torch.float64) if compute_output else None for _ in range(L)]
+    return (q.to(torch.float64), k_int, k_step, v_deq, out) + _result_buffers(B, H, Tq, Tk, kv_groups, L, return_masks)
+
+
 def _oracle(allowed: torch.Tensor, log_p: torch.Tensor, threshold: float) -> torch.Tensor:
     """Allowed tokens whose exact probability exp(log_p) is at or above ``threshold`` (per row)."""
     if threshold <= 0:
@@ -735,16 +742,10 @@ def _token_pick_paper(q, k, v, cfg: PickerConfig, *, scale, kv_groups, return_ma
     single = thresholds is None
     cfgs = [cfg] if single else [replace(cfg, threshold=float(t)) for t in thresholds]
     L = len(cfgs)
-    q64 = q.to(torch.float64)
-    k_int, k_step = quantize(k, cfg.k_bits)
-    v_deq = None
-    if compute_output:
-        v_int, v_step = quantize(v, cfg.v_bits)
-        v_deq = v_int * v_step
+    q64, k_int, k_step, v_deq, out, stat, kvs, kept_all, chunks_all = _prepare(
+        q, k, v, cfg, compute_output, kv_groups, L, return_masks)
     G, Hkv = kv_groups, H // kv_groups
     nc = cfg.n_chunks
-    out = [torch.zeros((B, H, Tq, v.shape[-1]), dtype=torch.float64) if compute_output else None for _ in range(L)]
-    stat, kvs, kept_all, chunks_all = _result_buffers(B, H, Tq, Tk, kv_groups, L, return_masks)
     n_allowed = allowed.sum(-1)
     neg_inf = torch.tensor(-math.inf, dtype=torch.float64)
     groups_per_batch = max(1, max_elements // max(G * Tq * Tk * (3 * nc + 4), 1))
