@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..threads import torch_threads
+
 __all__ = [
     "SortedKeys", "preprocess_keys", "a3_single_query_reference", "A3Result", "a3_attention",
     "resolve_m", "candidate_sweep", "A3Stats", "a3_attn_fn", "mask_to_allowed", "margin_from_weight",
@@ -72,24 +74,12 @@ def weight_from_margin(margin: float) -> float:
 SIM_THREADS: int | None = 1
 
 
-class _threads:
-    def __enter__(self):
-        self.saved = torch.get_num_threads()
-        if SIM_THREADS is not None and SIM_THREADS != self.saved:
-            torch.set_num_threads(SIM_THREADS)
-
-    def __exit__(self, *exc):
-        if torch.get_num_threads() != self.saved:
-            torch.set_num_threads(self.saved)
-        return False
-
-
 def _with_threads(fn):
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with _threads():
+        with torch_threads(SIM_THREADS):
             return fn(*args, **kwargs)
 
     return wrapper

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..cache import cached
+from ..threads import torch_threads
 from .algorithm import ALGORITHM_VERSION, a3_attention
 from .babi import generate
 
@@ -129,7 +130,7 @@ def train_cached(config: dict | None = None, *, progress=False):
         s["question"] = np.pad(s["question"], ((0, 0), (0, J - s["question"].shape[1])))
 
     def fit():
-        with _one_thread():
+        with torch_threads(1):
             m = train(tr, d=cfg["d"], hops=cfg["hops"], epochs=cfg["epochs"], batch=cfg["batch"], lr=cfg["lr"],
                       seed=cfg["seed"], progress=progress)
         return {k: v.detach().numpy() for k, v in m.state_dict().items()}
@@ -138,16 +139,6 @@ def train_cached(config: dict | None = None, *, progress=False):
     model = MemN2N(len(tr["vocab"]), tr["story"].shape[1], J, d=cfg["d"], hops=cfg["hops"])
     model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
     return model.eval(), tr, te
-
-
-class _one_thread:
-    def __enter__(self):
-        self.saved = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.saved)
-        return False
 
 
 def evaluate(model: MemN2N, data, *, M=None, m_frac=None, T=math.inf, use_cache: bool = True, chunk: int = 250) -> dict:
@@ -179,7 +170,7 @@ def evaluate(model: MemN2N, data, *, M=None, m_frac=None, T=math.inf, use_cache:
         return r.out
 
     correct = []
-    with torch.no_grad(), _one_thread():
+    with torch.no_grad(), torch_threads(1):
         for s in range(0, len(a), chunk):  # chunks keep the (chunk, n, J, d) embeddings in cache
             sl = slice(s, s + chunk)
             logits = model(story[sl], n_mem[sl], q[sl], attn=None if exact else attn)

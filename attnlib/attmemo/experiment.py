@@ -4,12 +4,11 @@ and the per-cell timing of the forward variants. Everything the notebook orchest
 tests can cover it."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 
 from .. import models
+from ..threads import torch_threads
 from .fastpath import FastEncoder, PerInputMemo, PerLayerMemo
 from .lookup import pooled_raw, tv_distance
 from .perlayer import ChunkEmbedder
@@ -19,21 +18,6 @@ __all__ = ["layer_raws", "maps_of", "calibration_pairs", "memo_embed", "time_cel
            "batch_groups", "count_stalls", "VARIANTS"]
 
 VARIANTS = ("base", "memo", "memo_layer", "sdpa", "memo_sdpa")
-
-
-@contextmanager
-def torch_threads(n: int | None):
-    """Run the block with ``n`` torch intra-op threads (None or 0: leave the count as it is); the previous
-    count is restored afterwards. Yields the count in effect."""
-    before = torch.get_num_threads()
-    if n is not None and int(n) < 0:
-        raise ValueError(f"threads must be >= 0, got {n}")
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
 
 
 def batch_groups(pool, batch_size: int, n_batches: int) -> tuple[list[list], int]:

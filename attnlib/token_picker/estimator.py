@@ -66,6 +66,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ..threads import torch_threads
+
 __all__ = [
     "ESTIMATORS", "ORDERS", "PickerConfig", "quantize", "dequantize", "processing_order", "chunk_upper_scores",
     "chunk_score_bounds", "quantised_scores", "quantised_probs", "RefResult", "pick_reference",
@@ -579,12 +581,8 @@ def token_pick(q, k, v, cfg: PickerConfig, *, mask=None, causal: bool = False, s
               compute_output=compute_output, max_elements=max_elements, allowed=allowed, bias=bias)
     if cfg.estimator == "paper":
         return _token_pick_paper(q, k, v, cfg, **kw)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _token_pick_sequential(q, k, v, cfg, tile=int(tile), **kw)
-    finally:
-        torch.set_num_threads(n)
 
 
 def _token_pick_sequential(q, k, v, cfg: PickerConfig, *, scale, kv_groups, tile, return_masks, thresholds,
