@@ -45,6 +45,19 @@ def smallest_setting(settings, metric, target: float):
     return None
 
 
+def _matched_index(losses: np.ndarray, band: tuple[float, float]) -> np.ndarray:
+    """The matched-quality rule on losses (..., S) of settings in ascending order: index of the setting
+    nearest ``band`` (distance 0 inside it; then nearest its middle; ties -> the smaller, i.e. faster,
+    setting), per leading index."""
+    lo, hi = band
+    if not lo <= hi:
+        raise ValueError(f"band must be (low, high) with low <= high, got {band}")
+    outside = np.maximum(lo - losses, 0) + np.maximum(losses - hi, 0)
+    mid = np.abs(losses - (lo + hi) / 2)
+    nearest = outside == outside.min(axis=-1, keepdims=True)
+    return np.argmin(np.where(nearest, mid, np.inf), axis=-1)  # argmin takes the first: the smaller setting
+
+
 def matched_setting(settings, losses, band: tuple[float, float]):
     """Matched quality: the setting whose accuracy loss (points) is nearest to the paper's band
     (distance 0 inside it; among settings inside the band, the one nearest its middle; ties -> the
@@ -52,13 +65,9 @@ def matched_setting(settings, losses, band: tuple[float, float]):
     settings, losses = list(settings), np.asarray(losses, dtype=float)
     if len(settings) != len(losses) or not len(settings):
         raise ValueError("settings and losses must be non-empty and of equal length")
-    lo, hi = band
-    if not lo <= hi:
-        raise ValueError(f"band must be (low, high) with low <= high, got {band}")
-    outside = np.maximum(lo - losses, 0) + np.maximum(losses - hi, 0)
-    mid = np.abs(losses - (lo + hi) / 2)
-    order = sorted(range(len(settings)), key=lambda i: (outside[i], mid[i], settings[i]))
-    return settings[order[0]], float(losses[order[0]])
+    order = np.argsort(settings, kind="stable")
+    i = order[int(_matched_index(losses[order], band))]
+    return settings[i], float(losses[i])
 
 
 def probe_correct_cached(rm, probe, *, m_frac: float, T: float, score_floor: float = 0.0) -> np.ndarray:
@@ -275,19 +284,12 @@ def matched_bootstrap(ref, correct: dict, units: dict, band: tuple[float, float]
          for k in ("base_interval", "approx_interval", "base_latency", "approx_latency")}
     if any(u.shape != C.shape for u in U.values()):
         raise ValueError("units must give one value per item for every setting")
-    lo, hi = band
-
-    def choose(loss):  # loss (..., S) -> index of the matched setting (matched_setting's order, vectorised)
-        outside = np.maximum(lo - loss, 0) + np.maximum(loss - hi, 0)
-        mid = np.abs(loss - (lo + hi) / 2)
-        key = outside * 1e6 + mid  # outside the band dominates; then nearest the middle; ties -> smaller setting
-        return np.argmin(key + 1e-9 * np.arange(len(settings)), axis=-1)
 
     def stat(idx):  # idx (R, N) item indices -> (choice, loss, tp, lat) per draw
         w = np.zeros((idx.shape[0], ref.size))
         np.add.at(w, (np.arange(idx.shape[0])[:, None], idx), 1.0)                   # item weights per draw
         loss = 100 * ((w @ ref)[:, None] - w @ C.T) / ref.size                       # (R, S)
-        ch = choose(loss)
+        ch = _matched_index(loss, band)
         r = np.arange(idx.shape[0])
         tp = (w @ U["base_interval"].T)[r, ch] / (w @ U["approx_interval"].T)[r, ch]
         lat = (w @ U["base_latency"].T)[r, ch] / (w @ U["approx_latency"].T)[r, ch]
