@@ -42,7 +42,7 @@ import torch
 from .algorithm import AnalogConfig, Calibrator, SprintAttention, allowed_from_mask
 
 __all__ = ["soft_gate", "gated_attention", "GatedAttention", "FinetuneConfig", "FinetunedModel", "finetune_encoder",
-           "split_labelled", "evaluate_finetuned", "learned_attention", "finetuned_model", "classify", "ft_code_version"]
+           "evaluate_finetuned", "learned_attention", "finetuned_model", "classify", "ft_code_version"]
 
 
 # ----------------------------------------------------------------------------- the soft gate
@@ -158,20 +158,6 @@ def _digest(texts, labels) -> str:
     return h.hexdigest()[:24]
 
 
-def split_labelled(texts, labels, test_fraction: float, seed: int = 0):
-    """Stratified train/test split (sklearn, the same split as `evaluate.fit_probe` with this seed and
-    fraction): ((train_texts, train_labels), (test_texts, test_labels))."""
-    from sklearn.model_selection import train_test_split
-
-    labels = np.asarray(labels, dtype=np.int64)
-    if len(texts) != len(labels):
-        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    tr, te = train_test_split(np.arange(len(texts)), test_size=test_fraction, random_state=seed, stratify=labels)
-    return ([texts[i] for i in tr], labels[tr]), ([texts[i] for i in te], labels[te])
-
-
 # ----------------------------------------------------------------------------- the fine-tuned model
 @dataclass
 class FinetunedModel:
@@ -212,8 +198,9 @@ def _train(rm, train_texts, train_labels, n_classes: int, cfg: FinetuneConfig, p
     torch.manual_seed(cfg.seed)
     model = copy.deepcopy(rm.model if start is None else start.rm.model)
     model.eval()                                            # no dropout: deterministic
+    trainable = dict(_trainable(model))
     for n, p in model.named_parameters():
-        p.requires_grad_(not n.startswith("embeddings.") and not n.startswith("pooler."))
+        p.requires_grad_(n in trainable)
     work = replace(rm, model=model)
     head = torch.nn.Linear(rm.d_model, n_classes)
     if start is not None:
@@ -232,7 +219,7 @@ def _train(rm, train_texts, train_labels, n_classes: int, cfg: FinetuneConfig, p
     else:
         init = np.full(L, -np.inf)
         thr = torch.full((L,), -math.inf)
-    params = [p for _, p in _trainable(model)] + list(head.parameters())
+    params = list(trainable.values()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     opt_t = torch.optim.Adam([thr], lr=cfg.lr_threshold) if cfg.prune else None
     fn = GatedAttention(thr, cfg.temperature) if cfg.prune else None
@@ -334,21 +321,12 @@ def finetuned_model(rm, res: dict, key: dict) -> FinetunedModel:
 # ----------------------------------------------------------------------------- inference
 def classify(ft: FinetunedModel, texts, max_length: int, attn_fn=None, batch_size: int = 64) -> np.ndarray:
     """Predicted classes (N,) of ``texts`` by the fine-tuned model and head, with ``attn_fn`` (an AttnFn,
-    e.g. a `SprintAttention`) in every layer or the model's own exact attention (None). Batched by length."""
-    from .. import models
+    e.g. a `SprintAttention`) in every layer or the model's own exact attention (None): the head on the
+    mean-pooled embeddings of `attnlib.evaluate.embed` (batched by length, not cached there)."""
+    from ..evaluate import embed
 
-    texts = list(texts)
-    rm = ft.rm
-    lengths = [len(x) for x in rm.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
-    order = np.argsort(lengths, kind="stable")
-    pred = np.zeros(len(texts), dtype=np.int64)
-    W, b = torch.as_tensor(ft.head_w), torch.as_tensor(ft.head_b)
-    for s in range(0, len(texts), batch_size):
-        idx = order[s:s + batch_size]
-        batch = models.encode(rm, [texts[i] for i in idx], max_length)
-        hidden = models.logits(rm, batch, attn_fn=attn_fn)
-        pred[idx] = (_pool(hidden, batch["attention_mask"]) @ W.T + b).argmax(-1).numpy()
-    return pred
+    X = embed(ft.rm, list(texts), max_length, attn_fn=attn_fn, batch_size=batch_size, progress=False, use_cache=False)
+    return (X @ np.asarray(ft.head_w).T + np.asarray(ft.head_b)).argmax(-1)
 
 
 class _CountingSprint(SprintAttention):
