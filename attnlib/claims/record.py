@@ -1,39 +1,34 @@
-"""Recording claims: what the paper says, what this workbook reproduced, how sure we are, and one
-shared status rule.
+"""Recording claims: what the paper says, what this workbook reproduced, how sure we are, over which
+scenarios, and the shared status rule (`attnlib.claims.rules`).
 
 Each notebook makes a `Recorder`, calls `claim(...)` for every claim it checks (and `value(...)` for
 supporting measurements that have no paper counterpart), then `save()`, which writes
-``results/<notebook>.json`` atomically. Every claim records (JSON field names fixed):
+``results/<notebook>.json`` atomically (schema 3). Every claim records (JSON field names fixed):
 
+- ``paper_value`` and ``direction`` (about, at least, at most, within: `rules`);
 - ``reproduced`` and ``interval`` {lo, hi, method, n}: the value and its 95% statistical interval
   (`attnlib.stats`; method "none" and lo = hi = value for a purely modelled number);
+- ``variation`` {unit, covers, not_covered}: the unit the interval resamples, the sources of variation
+  it covers (items, windows, heads, corpora, seeds, processes) and those that could move the verdict
+  but are not resampled;
 - ``assumption_range`` {lo, hi, swept}: the span of the value over the labelled assumptions' sweep;
+- ``axes``, ``scenarios``, ``headline_scenario``, ``headline_rule``: the structural choices that can
+  decide the claim (`scenarios.Axis`), the value at each computed scenario, which scenario is the
+  headline and the rule from the paper's text that picks it (``no_axes``: why a claim has no axis);
+- ``scenario_range`` {lo, hi, n}, ``decided_by``, ``plausible_statuses``, ``unswept``: the verdict
+  over the grid (`scenarios.judge`);
 - ``deviations``: every known difference from the paper's setup, {aspect, paper, here, source, effect};
-- ``operating_point`` {how, rule}: how in "paper setting", "matched quality", "sensitivity";
+- ``operating_point`` {how, rule}: how in "paper setting", "matched quality", "matched speed",
+  "sensitivity";
 - ``averaging``: what enters the average and which mean;
-- ``role``: "headline" (the paper's setting) or "alternative" (with ``of`` naming its headline claim);
-- ``status`` (on the interval), ``point_status`` (on the value alone), ``robustness``, ``why``.
-
-The band test (`band`), per kind:
-- ``ratio`` (speedups, reductions expressed as "x", pruning ratios): r = value / paper;
-  r in [0.8, 1.25] -> reproduced, r in [0.5, 2] -> partially, else not reproduced.
-- ``percent`` (latency or energy reduction in %): |value - paper| <= 5 points -> reproduced,
-  <= 10 points -> partially, else not reproduced.
-- ``accuracy`` (accuracy drop in percentage points): |difference| <= 0.5 points -> reproduced,
-  <= 1.0 -> partially, else not reproduced.
-A paper value may be a range ``(low, high)`` (``high=None`` for "above 10,000x"): inside it the
-distance is 0; outside, the test is applied to the nearest end.
-
-The status rule applies the band test at both ends of the interval: both ends reproduced ->
-reproduced; both ends within the partial band -> partially reproduced; both ends not reproduced on
-the same side of the paper's value -> not reproduced; anything else -> inconclusive (the interval
-straddles a band edge, or spans the band from one side to the other). ``robustness`` is "robust" when
-the band test gives the same status at both ends of the assumption range (and at the value), else
-"assumption-dependent".
+- ``role``: "headline" (the paper's setting), "alternative" (with ``of`` naming its headline claim) or
+  "context" (a number from another paper or chip: shown, never judged);
+- ``status`` (on the interval, and "inconclusive" where scenarios the paper is consistent with
+  disagree), ``point_status`` (the value alone), ``robustness``, ``why``.
 
 Values are recorded at `SIGNIFICANT_DIGITS` significant digits (enough for the interval, and stable
 across machines where the last digits of a float computation differ); the status is decided on the
-recorded (rounded) numbers, so the JSON is self-consistent.
+recorded (rounded) numbers, so the JSON is self-consistent and `rejudge` recomputes it from the JSON.
 """
 from __future__ import annotations
 
@@ -42,23 +37,22 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .paths import atomic_write_bytes, results_dir
-from .stats import Interval
+from ..paths import atomic_write_bytes, results_dir
+from ..stats import Interval
+from .rules import KINDS, DIRECTIONS, band, check_kind, infer_direction, status, straddled_edges, target_range
+from .scenarios import ROBUSTNESS, Axis, as_axis, check_scenarios, judge
 
-KINDS = ("ratio", "percent", "accuracy")
 BASES = ("modelled", "measured", "algorithmic")
-STATUSES = ("reproduced", "partially reproduced", "inconclusive", "not reproduced", "not run yet")
-ROBUSTNESS = ("robust", "assumption-dependent")
-OPERATING_POINTS = ("paper setting", "matched quality", "sensitivity")
-ROLES = ("headline", "alternative")
+STATUSES = ("reproduced", "partially reproduced", "inconclusive", "not reproduced", "not run yet", "context")
+OPERATING_POINTS = ("paper setting", "matched quality", "matched speed", "sensitivity")
+ROLES = ("headline", "alternative", "context")
 SOURCES = ("paper", "secondary", "unconfirmed")
 #: A deviation's effect starts with one of these words: its expected direction on the claim's value.
 EFFECTS = ("raises", "lowers", "mixed", "unknown", "none")
 SIGNIFICANT_DIGITS = 4
-
-#: Tolerances of the band test: kind -> (reproduced band, partially band).
-RATIO_BANDS = ((0.8, 1.25), (0.5, 2.0))
-POINT_BANDS = {"percent": (5.0, 10.0), "accuracy": (0.5, 1.0)}
+SCHEMA = 3
+QUICK_BANNER = "quick profile: smoke run, not a result"
+MODELLED_VARIATION = dict(unit="none: a modelled number from fixed inputs", covers=[], not_covered=[])
 
 
 def round_sig(x: float | None, digits: int = SIGNIFICANT_DIGITS) -> float | None:
@@ -66,70 +60,6 @@ def round_sig(x: float | None, digits: int = SIGNIFICANT_DIGITS) -> float | None
     if x is None or not math.isfinite(x) or x == 0:
         return x
     return float(f"{x:.{digits - 1}e}")
-
-
-def _nearest(paper_value, value: float) -> float | None:
-    """The paper's value itself, or the nearest end of a paper range (None when inside the range)."""
-    if isinstance(paper_value, (list, tuple)):
-        low, high = paper_value
-        if value >= low and (high is None or value <= high):
-            return None
-        return low if value < low else high
-    return float(paper_value)
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"unknown claim kind {kind!r}; known kinds: {', '.join(KINDS)}")
-
-
-def band(kind: str, paper_value, value: float) -> tuple[str, int]:
-    """The band test at one value: (status, side), side -1 below the paper's value or range, +1 above,
-    0 inside it. Status is "reproduced", "partially reproduced" or "not reproduced"."""
-    _check_kind(kind)
-    if not math.isfinite(value):
-        return "not reproduced", 1
-    target = _nearest(paper_value, value)
-    if target is None:
-        return "reproduced", 0
-    side = -1 if value < target else (1 if value > target else 0)
-    if kind == "ratio":
-        if target <= 0 or value <= 0:
-            return "not reproduced", side
-        r = value / target
-        (lo1, hi1), (lo2, hi2) = RATIO_BANDS
-        if lo1 <= r <= hi1:
-            return "reproduced", side
-        return ("partially reproduced" if lo2 <= r <= hi2 else "not reproduced"), side
-    diff = abs(value - target)
-    tight, loose = POINT_BANDS[kind]
-    if diff <= tight:
-        return "reproduced", side
-    return ("partially reproduced" if diff <= loose else "not reproduced"), side
-
-
-def status(kind: str, paper_value, reproduced: float | None, interval: tuple[float, float] | None = None) -> str:
-    """The shared status rule. Without ``interval`` the band test at the value alone; with it
-    (lo, hi) the rule on the interval (see the module docstring). ``reproduced=None`` -> "not run yet"."""
-    _check_kind(kind)
-    if reproduced is None:
-        return "not run yet"
-    if interval is None:
-        return band(kind, paper_value, reproduced)[0]
-    (s_lo, side_lo), (s_hi, side_hi) = band(kind, paper_value, interval[0]), band(kind, paper_value, interval[1])
-    if s_lo == s_hi == "reproduced":
-        return "reproduced"
-    if "not reproduced" not in (s_lo, s_hi):
-        return "partially reproduced"
-    if s_lo == s_hi == "not reproduced" and side_lo == side_hi:
-        return "not reproduced"
-    return "inconclusive"
-
-
-def robustness(kind: str, paper_value, reproduced: float, assumption_range: tuple[float, float]) -> str:
-    """"robust" when the band test gives one status at both ends of the assumption range and at the value."""
-    found = {band(kind, paper_value, v)[0] for v in (assumption_range[0], reproduced, assumption_range[1])}
-    return "robust" if len(found) == 1 else "assumption-dependent"
 
 
 @dataclass
@@ -174,6 +104,19 @@ def _within(value: float, lo: float, hi: float) -> bool:
     return lo - slack <= value <= hi + slack
 
 
+def _variation(claim_id: str, v, method: str, role: str) -> dict:
+    if v is None:
+        if method == "none" or role != "headline":
+            return dict(MODELLED_VARIATION) if method == "none" else dict(unit="see the headline", covers=[],
+                                                                          not_covered=[])
+        raise ValueError(f"claim {claim_id!r}: a headline with a statistical interval names its variation "
+                         "{unit, covers, not_covered}: what is resampled and what could still move it")
+    v = dict(v)
+    if set(v) != {"unit", "covers", "not_covered"} or not str(v["unit"]).strip():
+        raise ValueError(f"claim {claim_id!r}: variation needs exactly unit, covers, not_covered; got {sorted(v)}")
+    return dict(unit=str(v["unit"]), covers=[str(x) for x in v["covers"]], not_covered=[str(x) for x in v["not_covered"]])
+
+
 @dataclass
 class Claim:
     """One checked claim (see the module docstring for the fields). ``paper_value`` is a number or a
@@ -196,28 +139,44 @@ class Claim:
     params: dict = field(default_factory=dict)
     note: str = ""
     why: str = ""
+    direction: str | None = None
+    variation: dict | None = None
+    axes: list = field(default_factory=list)
+    scenarios: list = field(default_factory=list)
+    headline_scenario: dict = field(default_factory=dict)
+    headline_rule: str = ""
+    no_axes: str = ""
+    scenario_range: dict | None = None
+    decided_by: list = field(default_factory=list)
+    plausible_statuses: list = field(default_factory=list)
+    unswept: list = field(default_factory=list)
     status: str = ""
     point_status: str = ""
     robustness: str = ""
 
     def __post_init__(self):
-        _check_kind(self.kind)
+        check_kind(self.kind)
         if self.basis not in BASES:
             raise ValueError(f"unknown basis {self.basis!r}; known: {', '.join(BASES)}")
         if self.role not in ROLES:
             raise ValueError(f"claim {self.claim_id!r}: role must be one of {ROLES}, got {self.role!r}")
-        if (self.role == "alternative") != bool(self.of):
+        if (self.role == "alternative") and not self.of or (self.role == "headline" and self.of):
             raise ValueError(f"claim {self.claim_id!r}: an alternative row names its headline claim with `of` "
-                             "(and only an alternative does)")
+                             "(and a headline does not)")
         op = dict(self.operating_point or {})
         if op.get("how") not in OPERATING_POINTS or not op.get("rule"):
             raise ValueError(f"claim {self.claim_id!r}: operating_point needs how in {OPERATING_POINTS} and a rule")
         self.operating_point = op
         if not str(self.averaging).strip():
             raise ValueError(f"claim {self.claim_id!r}: say what enters the average and which mean (averaging)")
+        if self.direction is None and self.role == "headline":
+            raise ValueError(f"claim {self.claim_id!r}: a headline states its direction, one of {DIRECTIONS}")
+        self.direction = self.direction or infer_direction(self.paper_value)
+        target_range(self.paper_value, self.direction)  # raises on a direction the paper value cannot take
         self.deviations = [asdict(_as_deviation(d)) for d in self.deviations]
+        self._declare_axes()
         if self.reproduced is None:
-            self.interval = self.assumption_range = None
+            self.interval = self.assumption_range = self.scenario_range = None
             self.status = self.point_status = "not run yet"
             self.robustness = ""
             return
@@ -225,13 +184,67 @@ class Claim:
         if not math.isfinite(self.reproduced):
             raise ValueError(f"claim {self.claim_id!r}: the reproduced value is not finite")
         self.interval = self._interval(self.interval)
+        self.variation = _variation(self.claim_id, self.variation, self.interval["method"], self.role)
         self.assumption_range = self._assumption_range(self.assumption_range)
-        iv, ar = self.interval, self.assumption_range
-        self.point_status = status(self.kind, self.paper_value, self.reproduced)
-        self.status = status(self.kind, self.paper_value, self.reproduced, (iv["lo"], iv["hi"]))
-        self.robustness = robustness(self.kind, self.paper_value, self.reproduced, (ar["lo"], ar["hi"]))
-        if self.status in ("not reproduced", "inconclusive", "partially reproduced") and not self.why:
+        self._scenario_values()
+        self.judge()
+        if not self.why and self.status in ("not reproduced", "inconclusive", "partially reproduced"):
             self.why = self._default_why()
+
+    def _declare_axes(self) -> None:
+        self.axes = [as_axis(a) for a in self.axes]
+        if self.role == "headline" and not self.axes and not self.no_axes.strip():
+            raise ValueError(f"claim {self.claim_id!r}: a headline declares its scenario axes (the structural "
+                             "choices that can decide it) or says why it has none (no_axes)")
+        if self.axes and not self.headline_rule.strip():
+            raise ValueError(f"claim {self.claim_id!r}: state the rule from the paper's text that picks the "
+                             "headline scenario (headline_rule)")
+        names = [a.name for a in self.axes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"claim {self.claim_id!r}: axis names repeat: {names}")
+        self.headline_scenario = {str(k): str(v) for k, v in dict(self.headline_scenario or {}).items()}
+        if self.axes and sorted(self.headline_scenario) != sorted(names):
+            raise ValueError(f"claim {self.claim_id!r}: headline_scenario must set exactly the axes {names}")
+
+    def _scenario_values(self) -> None:
+        """Scenarios as [{options, value}], the headline's value equal to the reproduced value."""
+        rows = []
+        for s in self.scenarios:
+            opts, value = (s["options"], s["value"]) if isinstance(s, dict) else s
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"claim {self.claim_id!r}: scenario {opts} has a non-finite value")
+            rows.append(dict(options={str(k): str(v) for k, v in opts.items()}, value=round_sig(value)))
+        if self.axes:
+            head = [r for r in rows if r["options"] == self.headline_scenario]
+            if not head:
+                rows.insert(0, dict(options=dict(self.headline_scenario), value=self.reproduced))
+            elif not _within(self.reproduced, head[0]["value"], head[0]["value"]):
+                raise ValueError(f"claim {self.claim_id!r}: the headline scenario's value {head[0]['value']} is not "
+                                 f"the reproduced value {self.reproduced}")
+            check_scenarios(self.claim_id, self.axes, rows, self.headline_scenario)
+        elif rows:
+            raise ValueError(f"claim {self.claim_id!r}: scenarios given without axes")
+        self.scenarios = rows
+
+    def judge(self) -> None:
+        """Status, point status, robustness and the scenario verdict from the recorded numbers."""
+        if self.role == "context":
+            self.status = self.point_status = "context"
+            self.robustness, self.decided_by, self.plausible_statuses, self.unswept = "robust", [], [], []
+            self.scenario_range = None
+            return
+        iv, ar, d = self.interval, self.assumption_range, self.direction
+        self.point_status = status(self.kind, self.paper_value, self.reproduced, direction=d)
+        self.status = status(self.kind, self.paper_value, self.reproduced, (iv["lo"], iv["hi"]), direction=d)
+        assumed = {band(self.kind, self.paper_value, v, d)[0] for v in (ar["lo"], self.reproduced, ar["hi"])}
+        scen = self.scenarios or [dict(options={}, value=self.reproduced)]
+        verdict = judge(self.kind, self.paper_value, d, self.axes, scen, assumed)
+        self.decided_by, self.robustness, self.unswept = verdict["decided_by"], verdict["robustness"], verdict["unswept"]
+        self.plausible_statuses = verdict["plausible_statuses"]
+        self.scenario_range = verdict["scenario_range"] if self.axes else None
+        if len(self.plausible_statuses) > 1:
+            self.status = "inconclusive"
 
     def _interval(self, iv) -> dict:
         if iv is None:
@@ -260,16 +273,42 @@ class Claim:
 
     def _default_why(self) -> str:
         """One line generated from the recorded numbers."""
-        where = f"{format_interval(self)} {self.unit}".strip()
-        paper = f"{format_value(self.paper_value)} {self.unit}"
-        if self.status == "inconclusive":
-            return f"the 95% interval {where} straddles a band edge around the paper's {paper}"
-        side = band(self.kind, self.paper_value, self.reproduced)[1]
-        return f"{where} lies {'below' if side < 0 else 'above'} the paper's {paper}"
+        return default_why(asdict(self))
+
+
+def default_why(c: dict) -> str:
+    """Why a claim is not reproduced, partially reproduced or inconclusive, from a claim record."""
+    unit = f" {c['unit']}".rstrip()
+    where = f"{format_interval(c)}{unit}"
+    paper = f"{direction_text(c)}{unit}"
+    if len(c.get("plausible_statuses") or []) > 1:
+        unknown = [a["name"] for a in c["axes"] if a["paper"] == "unknown" or isinstance(a["paper"], list)]
+        by = [n for n in c["decided_by"] if n in unknown] or unknown
+        return (f"decided by {', '.join(by)}, whose paper option is not known: over the options the paper is consistent "
+                f"with the value spans {format_value(c['scenario_range']['lo'])}-{format_value(c['scenario_range']['hi'])}"
+                f"{unit} and the status {' / '.join(c['plausible_statuses'])}")
+    iv = c["interval"]
+    if c["status"] == "inconclusive":
+        crossed = straddled_edges(c["kind"], c["paper_value"], iv["lo"], iv["hi"], c["direction"])
+        near = min(crossed, key=lambda e: abs(e - c["reproduced"])) if crossed else None
+        tail = (f"; it straddles the band edge at {format_value(near)}{unit}, {format_value(abs(c['reproduced'] - near))}"
+                f"{unit} from the value") if near is not None else ""
+        return f"the 95% interval {where} straddles a band edge around the paper's {paper}{tail}"
+    side = band(c["kind"], c["paper_value"], c["reproduced"], c["direction"])[1]
+    gain = " (no gain)" if c["kind"] == "ratio" and c["reproduced"] <= 1 < _low(c) else ""
+    return f"{where}{gain} lies {'below' if side < 0 else 'above'} the paper's {paper}"
+
+
+def _low(c: dict) -> float:
+    t = target_range(c["paper_value"], c["direction"])
+    low = t[0] if isinstance(t, tuple) else t
+    return -math.inf if low is None else low
 
 
 def _jsonable(obj):
-    """Convert numpy scalars/arrays and tuples to plain JSON types; floats to 6 significant digits."""
+    """Convert numpy scalars/arrays, tuples and axes to plain JSON types; floats to 6 significant digits."""
+    if isinstance(obj, Axis):
+        return _jsonable(obj.to_dict())
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -279,6 +318,12 @@ def _jsonable(obj):
     if isinstance(obj, float):
         return round_sig(obj, 6)
     return obj
+
+
+def _record(c: Claim) -> dict:
+    d = asdict(c)
+    d["axes"] = [a.to_dict() for a in c.axes]
+    return d
 
 
 class Recorder:
@@ -292,15 +337,24 @@ class Recorder:
     def claim(self, claim_id: str, description: str, *, paper_value, reproduced, unit: str, kind: str,
               basis: str, interval, assumption_range, deviations, operating_point: dict, averaging: str,
               role: str = "headline", of: str | None = None, params: dict | None = None, note: str = "",
-              why: str = "") -> Claim:
-        """Record one claim. ``interval``: an `attnlib.stats.Interval` (or its dict);
-        ``assumption_range``: {"lo", "hi", "swept": {assumption: values}}; ``deviations``: a list of
-        `Deviation` (or dicts / 5-tuples); ``operating_point``: {"how", "rule"}; ``why``: one line on
-        why the claim is not reproduced or inconclusive (generated from the numbers when omitted)."""
+              why: str = "", direction: str | None = None, variation: dict | None = None, axes=(),
+              scenarios=(), headline_scenario: dict | None = None, headline_rule: str = "",
+              no_axes: str = "") -> Claim:
+        """Record one claim. ``interval``: an `attnlib.stats.Interval` (or its dict); ``assumption_range``:
+        {"lo", "hi", "swept": {assumption: values}}; ``deviations``: a list of `Deviation` (or dicts /
+        5-tuples); ``operating_point``: {"how", "rule"}; ``direction``: about / at least / at most /
+        within (required for a headline); ``variation``: {unit, covers, not_covered} (required for a
+        headline with a statistical interval); ``axes``: `Axis` list, ``scenarios``: [(options, value)]
+        or [{"options", "value"}] (the headline scenario's value is ``reproduced``; omitted scenarios of
+        the grid are "not swept"), ``headline_scenario``: {axis: option}, ``headline_rule``: why that
+        scenario; ``no_axes``: why a headline has no axis; ``why``: one line on why the claim is not
+        reproduced or inconclusive (generated from the numbers when omitted)."""
         if any(c.claim_id == claim_id for c in self.claims):
             raise ValueError(f"claim {claim_id!r} recorded twice")
         c = Claim(claim_id, description, paper_value, reproduced, unit, kind, basis, interval, assumption_range,
-                  list(deviations), dict(operating_point), averaging, role, of, dict(params or {}), note, why)
+                  list(deviations), dict(operating_point), averaging, role, of, dict(params or {}), note, why,
+                  direction, variation, list(axes), list(scenarios), dict(headline_scenario or {}), headline_rule,
+                  no_axes)
         self.claims.append(c)
         return c
 
@@ -318,43 +372,79 @@ class Recorder:
     def _check_roles(self) -> None:
         headlines = {c.claim_id for c in self.claims if c.role == "headline"}
         for c in self.claims:
-            if c.role == "alternative" and c.of not in headlines:
-                raise ValueError(f"alternative claim {c.claim_id!r} names {c.of!r}, which is not a headline claim "
+            if c.of and c.of not in headlines:
+                raise ValueError(f"{c.role} claim {c.claim_id!r} names {c.of!r}, which is not a headline claim "
                                  f"of {self.notebook}")
 
     def to_dict(self) -> dict:
         self._check_roles()
-        return _jsonable(dict(notebook=self.notebook, paper=self.paper, profile=self.profile, schema=2,
-                              claims=[asdict(c) for c in self.claims], values=self.values))
+        return _jsonable(dict(notebook=self.notebook, paper=self.paper, profile=self.profile, schema=SCHEMA,
+                              claims=[_record(c) for c in self.claims], values=self.values))
 
     def save(self) -> Path:
         path = results_dir() / f"{self.notebook}.json"
         atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode())
         return path
 
+    @property
+    def smoke(self) -> bool:
+        return self.profile != "full"
+
+    def _shown(self, c: Claim) -> str:
+        return f"{c.status} ({QUICK_BANNER})" if self.smoke and c.role != "context" else c.status
+
     def table(self) -> str:
         """Markdown table of the recorded claims (for display in the notebook)."""
-        rows = ["| claim | role | paper | reproduced [95% interval] | assumption range | status | robustness "
-                "| deviations | basis |", "|---|---|---|---|---|---|---|---|---|"]
+        rows = [f"**{QUICK_BANNER.capitalize()}.** Every status below comes from the quick profile's tiny inputs.\n"
+                if self.smoke else "",
+                "| claim | role | direction: paper | reproduced [95% interval] | scenario range | assumption range "
+                "| status | robustness | decided by | basis |", "|---|---|---|---|---|---|---|---|---|---|"]
         for c in self.claims:
-            role = "headline" if c.role == "headline" else f"alternative to `{c.of}`"
-            rows.append(f"| {c.description} | {role} | {format_value(c.paper_value)} {c.unit} | "
-                        f"{format_interval(c)} | {format_range(c)} | {c.status} | {c.robustness} | "
-                        f"{len(c.deviations)} | {c.basis} |")
-        return "\n".join(rows)
+            rows.append(f"| {c.description} | {role_label(c.role, c.of)} | {direction_text(c)} {c.unit} | "
+                        f"{format_interval(c)} | {format_scenario_range(c)} | {format_range(c)} | {self._shown(c)} | "
+                        f"{c.robustness} | {', '.join(c.decided_by) or '-'} | {c.basis} |")
+        return "\n".join(r for r in rows if r)
 
     def conclusion(self) -> str:
-        """A short markdown conclusion generated from the recorded claims (no number typed by hand)."""
-        lines = []
+        """A short markdown conclusion generated from the recorded claims (no number typed by hand): for
+        every headline, the scenario that decides it."""
+        lines = [f"**{QUICK_BANNER.capitalize()}**: the verdicts below are not results."] if self.smoke else []
         for c in self.claims:
             if c.reproduced is None:
                 lines.append(f"- **{c.description}**: not run yet.")
                 continue
+            if c.role == "context":
+                lines.append(f"- **{c.description}** (context, not judged): {format_interval(c)} {c.unit} beside "
+                             f"{format_value(c.paper_value)} {c.unit}.")
+                continue
             line = (f"- **{c.description}** ({c.role}{' of ' + c.of if c.of else ''}): {format_interval(c)} "
-                    f"{c.unit} against the paper's {format_value(c.paper_value)} {c.unit}: **{c.status}**, "
+                    f"{c.unit} against the paper's {direction_text(c)} {c.unit}: **{self._shown(c)}**, "
                     f"{c.robustness} (assumption range {format_range(c)}; {_count(len(c.deviations), 'known deviation')})")
+            if c.role == "headline":
+                line += "; " + scenario_sentence(c)
             lines.append(line + (f". Why: {c.why}" if c.why else "."))
         return "\n".join(lines)
+
+
+def scenario_sentence(c) -> str:
+    """Which scenario the headline is computed at, the range over the others and what decides it."""
+    c = c if isinstance(c, dict) else {**asdict(c), "axes": [a.to_dict() for a in c.axes]}
+    if not c["axes"]:
+        return f"no scenario axis ({c['no_axes']})"
+    head = ", ".join(f"{k} = {v}" for k, v in c["headline_scenario"].items())
+    sr = c["scenario_range"]
+    out = f"headline scenario {head}"
+    if sr and sr["n"] > 1:
+        out += f"; over {sr['n']} scenarios {format_value(sr['lo'])}-{format_value(sr['hi'])} {c['unit']}"
+    if [d for d in c["decided_by"] if d != "assumptions"]:
+        out += f"; decided by: {', '.join(c['decided_by'])}"
+    if c["unswept"]:
+        out += f"; not swept: {', '.join(c['unswept'])}"
+    return out
+
+
+def role_label(role: str, of: str | None) -> str:
+    return {"headline": "headline", "context": "context (not judged)"}.get(role, "alternative")
 
 
 def _count(n: int, noun: str) -> str:
@@ -366,11 +456,23 @@ def format_value(v) -> str:
         return "-"
     if isinstance(v, (list, tuple)):
         low, high = v
-        return f">= {format_value(low)}" if high is None else f"{format_value(low)}-{format_value(high)}"
+        if high is None:
+            return f">= {format_value(low)}"
+        return f"<= {format_value(high)}" if low is None else f"{format_value(low)}-{format_value(high)}"
     v = float(v)
     if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-2):
         return f"{v:.3g}"
     return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+
+
+def direction_text(c) -> str:
+    """'about 7.5', 'at most 0.36', 'at least 1e4', 'within 2.6-7': the paper's value with its direction."""
+    c = c if isinstance(c, dict) else asdict(c)
+    d = c.get("direction") or infer_direction(c["paper_value"])
+    pv = c["paper_value"]
+    num = format_value(pv) if d in ("about", "within") else format_value(
+        [x for x in (pv if isinstance(pv, (list, tuple)) else [pv]) if x is not None][0])
+    return f"{d} {num}"
 
 
 def format_interval(c) -> str:
@@ -394,6 +496,14 @@ def format_range(c) -> str:
     return f"{format_value(ar['lo'])}-{format_value(ar['hi'])}"
 
 
+def format_scenario_range(c) -> str:
+    c = c if isinstance(c, dict) else asdict(c)
+    sr = c.get("scenario_range")
+    if not sr or sr["n"] < 2:
+        return "-" if not c.get("axes") else "not swept"
+    return f"{format_value(sr['lo'])}-{format_value(sr['hi'])} ({sr['n']})"
+
+
 def load_results(folder: Path) -> dict[str, dict]:
     """All ``results/*.json`` in ``folder`` keyed by notebook name (the scorecard itself excluded)."""
     out = {}
@@ -407,18 +517,37 @@ def load_results(folder: Path) -> dict[str, dict]:
 CLAIM_FIELDS = tuple(Claim.__dataclass_fields__)
 
 
+def rejudge(c: dict) -> dict:
+    """Status, point status, robustness, decided_by and plausible statuses recomputed from a claim record
+    (how tests check a results file against the shared rule)."""
+    fields = {k: c[k] for k in CLAIM_FIELDS if k not in ("scenario_range", "decided_by", "plausible_statuses",
+                                                        "unswept", "status", "point_status", "robustness")}
+    fields["axes"] = [as_axis(a) for a in c["axes"]]
+    fields["interval"] = dict(c["interval"]) if c["interval"] else None
+    fields["assumption_range"] = dict(c["assumption_range"]) if c["assumption_range"] else None
+    r = Claim(**fields)
+    return dict(status=r.status, point_status=r.point_status, robustness=r.robustness, decided_by=r.decided_by,
+                plausible_statuses=r.plausible_statuses)
+
+
 def schema_problems(data: dict) -> list[str]:
-    """What a results record lacks against schema 2 (empty list: valid). Used by the tests and the
+    """What a results record lacks against the schema (empty list: valid). Used by the tests and the
     scorecard, which shows a record with problems loudly instead of trusting it."""
     problems = []
-    if data.get("schema") != 2:
-        problems.append(f"{data.get('notebook')}: record schema {data.get('schema', 1)}, expected 2 (re-run the notebook)")
+    if data.get("schema") != SCHEMA:
+        problems.append(f"{data.get('notebook')}: record schema {data.get('schema', 1)}, expected {SCHEMA} "
+                        "(re-run the notebook)")
+        return problems
     for c in data.get("claims", []):
         cid = f"{data.get('notebook')}:{c.get('claim_id')}"
         missing = [f for f in CLAIM_FIELDS if f not in c]
         if missing:
             problems.append(f"{cid} lacks {', '.join(missing)}")
             continue
+        if c["direction"] not in DIRECTIONS:
+            problems.append(f"{cid}: direction must be one of {DIRECTIONS}")
+        if c["role"] == "headline" and not c["axes"] and not str(c["no_axes"]).strip():
+            problems.append(f"{cid}: a headline declares scenario axes or says why it has none")
         if c["reproduced"] is None:
             continue
         iv, ar = c["interval"], c["assumption_range"]
@@ -428,10 +557,12 @@ def schema_problems(data: dict) -> list[str]:
             problems.append(f"{cid}: value outside its interval")
         if not isinstance(ar, dict) or set(ar) != {"lo", "hi", "swept"}:
             problems.append(f"{cid}: assumption_range must have lo, hi, swept")
+        if not isinstance(c["variation"], dict) or set(c["variation"]) != {"unit", "covers", "not_covered"}:
+            problems.append(f"{cid}: variation must have unit, covers, not_covered")
         if c["operating_point"].get("how") not in OPERATING_POINTS:
             problems.append(f"{cid}: operating_point.how must be one of {OPERATING_POINTS}")
         if c["role"] not in ROLES or (c["role"] == "alternative" and not c["of"]):
-            problems.append(f"{cid}: role must be headline or alternative (with of)")
+            problems.append(f"{cid}: role must be headline, alternative (with of) or context")
         for d in c["deviations"]:
             if set(d) != {"aspect", "paper", "here", "source", "effect"}:
                 problems.append(f"{cid}: deviation {d} lacks fields")
