@@ -9,7 +9,12 @@ reported by name with the failing cell's error and the executed copy to open; th
 The scorecard notebook (99_scorecard) always runs last.
 
 Exit status: 0 every notebook ran; 1 at least one notebook failed (the others still ran and were
-published); 2 bad arguments (unknown option, notebook, profile or parameter): nothing ran.
+published); 2 bad arguments (unknown option, notebook, profile or parameter): nothing ran; 130
+interrupted (Ctrl-C): one line says which notebook was stopped, its staging folder is removed and
+nothing of it is published (notebooks that finished before it were).
+
+Each notebook's wall time is printed as it finishes and recorded in ``executed/timings.<profile>.json``
+(gitignored), so the times quoted in the README can be checked against a real run.
 
 The full profile publishes into the repository (figures/, results/: the committed outputs) and renders
 the executed notebooks to HTML in site/ (``attnlib.site``). Any other profile publishes into
@@ -38,7 +43,8 @@ EPILOG = """\
 examples:
   ./run_all.sh                       every notebook, full profile: publishes figures/, results/,
                                      the README scorecard and the rendered site (site/index.html)
-  ./run_all.sh --quick               every notebook in seconds; outputs under executed/quick/
+  ./run_all.sh --quick               every notebook in the small quick profile (a smoke run, not a
+                                     result); outputs under executed/quick/
   ./run_all.sh 03_flat               one notebook (names, file names or unique prefixes), then the scorecard
   ./run_all.sh --quick 00_primer -p model bert-large
                                      a parameter of the notebooks that declare it (papermill -p)
@@ -50,9 +56,10 @@ where things go:
   executed copies  executed/<notebook>.ipynb (full) or executed/<notebook>.<profile>.ipynb: open the
                    one a failure names to see the failing cell and its traceback
 
-typical times (2 cores, warm caches): full profile about 5.5 min in all (primer 4 s, real models 45 s,
-A3 ~40 s, SPRINT ~45 s, FLAT ~30 s, Token-Picker ~15 s, AttMEMO ~130 s); --quick about 1.5 min.
-The first run also creates .venv and fills .cache/: about 19 min in all on a fresh clone (see README).
+times: every notebook's time is printed as it finishes ([ok] NAME: N s) and written to
+executed/timings.<profile>.json. Last measured on 2 cores with warm caches (see README): full profile
+about 5.5 min in all, --quick about 1m40s; a first run also creates .venv and fills .cache/ (much
+longer: see README).
 
 exit status: 0 all notebooks ran; 1 a notebook failed (named on stderr, the others still ran);
 2 bad arguments (nothing ran).
@@ -157,8 +164,11 @@ def _quiet_papermill() -> None:
             log.addFilter(_QuietParameterInference())
 
 
-def _kernel_manager_class():
-    """Kernels talk over IPC sockets (not TCP): no "running over TCP without encryption" warning."""
+def _kernel_manager_class(stderr_log: Path | None = None):
+    """Kernels talk over IPC sockets (not TCP): no "running over TCP without encryption" warning.
+    With ``stderr_log``, the kernel process's own stderr (its logger: what it says while being shut
+    down after Ctrl-C, or as it dies) goes to that file instead of the terminal; cell output is not
+    affected (the kernel sends it to the notebook)."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
@@ -167,7 +177,20 @@ def _kernel_manager_class():
         def _default_transport(self):
             return "ipc"
 
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if stderr_log is not None:
+                stderr_log.parent.mkdir(parents=True, exist_ok=True)
+                with open(stderr_log, "ab") as log:
+                    kw["stderr"] = log   # the child keeps its own copy of the descriptor
+                    return await super()._async_launch_kernel(kernel_cmd, **kw)
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+
     return IPCKernelManager
+
+
+def kernel_log(out_nb: Path) -> Path:
+    """Where a notebook's kernel process writes its own stderr (beside the executed copy)."""
+    return out_nb.with_suffix(".kernel.log")
 
 
 def run_one(nb: Path, parameters: dict, profile: str) -> tuple[bool, str]:
@@ -185,20 +208,28 @@ def run_one(nb: Path, parameters: dict, profile: str) -> tuple[bool, str]:
     os.environ.update(ATTNLIB_STAGE=str(stage), ATTNLIB_PUBLISH=str(dest / "results"))
     t0 = time.time()
     opened = f"; open {relative(out_nb)} to see the failing cell"
+    klog = kernel_log(out_nb)
+    klog.unlink(missing_ok=True)
     try:
         pm.execute_notebook(str(nb), str(out_nb), parameters=parameters, kernel_name=KERNEL,
                             cwd=str(nb.parent), execution_timeout=CELL_TIMEOUT_S, progress_bar=sys.stderr.isatty(),
-                            kernel_manager_class=_kernel_manager_class())
+                            kernel_manager_class=_kernel_manager_class(klog))
     except pm.PapermillExecutionError as err:
         shutil.rmtree(stage, ignore_errors=True)
         return False, f"cell {err.exec_count}: {err.ename}: {err.evalue}{opened}"
     except Exception as err:  # kernel died, timeout, bad notebook
         shutil.rmtree(stage, ignore_errors=True)
-        return False, f"{type(err).__name__}: {err}{opened if out_nb.exists() else ''}"
+        said = f"; the kernel's own log: {relative(klog)}" if klog.exists() and klog.stat().st_size else ""
+        return False, f"{type(err).__name__}: {err}{opened if out_nb.exists() else ''}{said}"
+    except BaseException:     # Ctrl-C (KeyboardInterrupt) or exit: nothing staged may survive
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     finally:
         os.environ.pop("ATTNLIB_STAGE", None)
     moved = _move_outputs(stage, dest)
     shutil.rmtree(stage, ignore_errors=True)
+    if klog.exists() and not klog.stat().st_size:
+        klog.unlink()
     return True, f"{time.time() - t0:.0f} s, {len(moved)} outputs"
 
 
@@ -231,6 +262,10 @@ def update_readme(table: str) -> None:
         atomic_write_bytes(readme, new.encode())
 
 
+class Interrupted(Exception):
+    """Ctrl-C while a notebook ran (in this process or as a KeyboardInterrupt in its kernel)."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own errors: status 2 with the usage line, like ours
         self.print_usage(sys.stderr)
@@ -238,16 +273,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv):
-    ap = _Parser(prog="run_all.sh", description=__doc__.split("\n\n")[0].strip() + " Rebuilds figures, "
-                 "results, the scorecard and the rendered site.", epilog=EPILOG,
+    summary = __doc__.split("\n\n")[0].strip().replace("``", "")   # no reST markup in --help
+    ap = _Parser(prog="run_all.sh", description=summary + " Rebuilds figures, results, the scorecard and the "
+                 "rendered site.", epilog=EPILOG,
                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("notebooks", nargs="*", help="notebook names (default: all)")
-    ap.add_argument("--quick", action="store_true", help="profile=quick: every notebook in seconds")
+    ap.add_argument("--quick", action="store_true", help="profile=quick: small sizes, a smoke run that checks the code, not a result "
+                    "(outputs under executed/quick/)")
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                     help="a parameter, passed to the notebooks whose parameters cell declares KEY")
-    ap.add_argument("--no-site", action="store_true", help="do not render the HTML site (full profile)")
-    ap.add_argument("--site", action="store_true",
-                    help="render the HTML site for a non-full profile too (into executed/<profile>/site)")
+    site = ap.add_mutually_exclusive_group()
+    site.add_argument("--no-site", action="store_true", help="do not render the HTML site (full profile)")
+    site.add_argument("--site", action="store_true",
+                      help="render the HTML site for a non-full profile too (into executed/<profile>/site)")
     ap.add_argument("--list", action="store_true", help="list the notebooks and their parameters, run nothing")
     args = ap.parse_args(argv)
     params = {}
@@ -279,7 +317,30 @@ def _plan(args, params):
     return profile, nbs, check_parameters(nbs, params)
 
 
+def _record_timings(profile: str, timings: dict[str, float], total: float) -> None:
+    """Each notebook's wall time of this run, merged into ``executed/timings.<profile>.json``."""
+    path = repo_root() / "executed" / f"timings.{profile}.json"
+    try:
+        known = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        known = {}
+    known.setdefault("notebooks_s", {}).update(timings)
+    known.update(last_run_s=round(total, 1), last_run_notebooks=list(timings),
+                 last_run_at=time.strftime("%Y-%m-%d %H:%M:%S"), cpus=os.cpu_count())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(known, indent=1, sort_keys=True) + "\n").encode())
+
+
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # outside a notebook run (scorecard printing, site rendering)
+        print("\ninterrupted (Ctrl-C): stopped after the notebooks ran; every published file is complete "
+              "(each is written atomically)", file=sys.stderr, flush=True)
+        return 130
+
+
+def _main(argv=None) -> int:
     args, params = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.list:
@@ -294,11 +355,25 @@ def main(argv=None) -> int:
     os.environ.update(ATTNLIB_HEADLESS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                       TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     failed, ran, t_all = [], [], time.time()
-    for nb in nbs:
-        print(f"[run] {nb.stem} (profile={profile}) ...", flush=True)
-        ok, msg = run_one(nb, per_nb[nb.stem], profile)
-        print(f"[{'ok' if ok else 'FAILED'}] {nb.stem}: {msg}", flush=True)
-        (ran if ok else failed).append((nb.stem, msg))
+    timings: dict[str, float] = {}
+    current = None
+    try:
+        for nb in nbs:
+            current = nb.stem
+            print(f"[run] {nb.stem} (profile={profile}) ...", flush=True)
+            t0 = time.time()
+            ok, msg = run_one(nb, per_nb[nb.stem], profile)
+            if not ok and "KeyboardInterrupt" in msg:
+                raise Interrupted(msg)
+            timings[nb.stem] = round(time.time() - t0, 1)
+            print(f"[{'ok' if ok else 'FAILED'}] {nb.stem}: {msg}", flush=True)
+            (ran if ok else failed).append((nb.stem, msg))
+    except (KeyboardInterrupt, Interrupted):
+        done = ", ".join(s for s, _ in ran) or "none"
+        print(f"\ninterrupted (Ctrl-C) while {current} ran: nothing of it was published and its staging folder "
+              f"was removed; notebooks published before it: {done}", file=sys.stderr, flush=True)
+        return 130
+    _record_timings(profile, timings, time.time() - t_all)
     dest = publish_root(profile)
     odd = mixed_profiles(dest / "results", profile)
     if odd:

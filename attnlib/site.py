@@ -7,20 +7,37 @@ table (paper names link to their notebook's page), the scorecard figure, and one
 ``site/thumbs/``). Other profiles
 render into ``executed/<profile>/site/`` (gitignored).
 
-The pages need nothing installed: open ``site/index.html`` in a browser from a clone, or serve the
-repository root with any static web server (``python3 -m http.server`` then ``/site/``). Figures that
-the notebook saved with `attnlib.plotting.savefig` are linked to the committed ``figures/*.png``
-(same bytes) instead of being embedded a second time, so the pages stay small; any other inline image
-stays embedded.
+The pages need nothing installed and make no request outside the repository (they work offline):
+open ``site/index.html`` in a browser from a clone, or serve the repository root with any static web
+server (``python3 -m http.server`` then ``/site/``). Figures that the notebook saved with
+`attnlib.plotting.savefig` are linked to the committed ``figures/*.png`` (same bytes) instead of being
+embedded a second time, so the pages stay small; any other inline image stays embedded.
+
+What the renderer changes on the way from notebook to page (`prepare`):
+
+- math is typeset by a packaged MathJax 3 (``django-static-mathjax``, copied to ``<site>/mathjax/``
+  at render time), never a CDN; no require.js, widget-manager or mermaid script is loaded;
+- the cell papermill injects (``injected-parameters``) is dropped, so the parameters cell appears once;
+  values that differ from its defaults are stated in a note under it;
+- a cell with an ``explore(...)`` control gets the note "Interactive in JupyterLab: this control does
+  not run on the static page"; other widget outputs (progress bars) are dropped, and so are bare
+  ``PosixPath(...)`` / ``<function ...>`` results;
+- the page title is the notebook's first heading, and a footer says from which commit, when, on what
+  machine and with which profile the page was generated.
 """
 from __future__ import annotations
 
+import ast
 import base64
+import copy
+import datetime as _dt
 import hashlib
 import html
 import json
 import os
+import platform
 import re
+import subprocess
 from pathlib import Path
 
 from .paths import atomic_write_bytes, repo_root
@@ -28,6 +45,31 @@ from .paths import atomic_write_bytes, repo_root
 _IMG = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=\s]+)"')
 _STYLE = re.compile(r"<style[^>]*>.*?</style>", re.S)
 CSS_NAME = "notebook.css"
+MATHJAX_DIR = "mathjax"
+MATHJAX_JS = "tex-svg-full.js"   # TeX input, SVG output, every TeX extension built in: one file, no fonts
+INTERACTIVE_NOTE = "Interactive in JupyterLab: this control does not run on the static page."
+_EXPLORE = re.compile(r"^\s*(?:widgets\.)?explore\(", re.M)
+_BARE_RESULT = re.compile(r"^(?:PosixPath|WindowsPath|PurePosixPath)\(|^<function ")
+_WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+# The lab template without its CDN scripts (require.js, the widget manager, mermaid) and with the
+# packaged MathJax 3 instead of MathJax 2 from a CDN. Same inline/display delimiters as nbconvert's.
+_TEMPLATE = r"""{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block html_head_js_mathjax -%}
+<script>
+window.MathJax = {
+  tex: {inlineMath: [['$', '$'], ['\\(', '\\)']], displayMath: [['$$', '$$'], ['\\[', '\\]']],
+        processEscapes: true, processEnvironments: true, tags: 'ams'},
+  svg: {fontCache: 'global'},
+  startup: {typeset: true}
+};
+</script>
+<script src="{{ resources.mathjax_url }}" id="MathJax-script"></script>
+{%- endblock html_head_js_mathjax -%}
+"""
 
 
 def site_dir(profile: str) -> Path:
@@ -110,6 +152,143 @@ def _title(nb: dict, fallback: str) -> str:
     return fallback
 
 
+def mathjax_source() -> Path:
+    """The packaged MathJax 3 file (from the ``django-static-mathjax`` wheel's plain files)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mathjax")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "static" / "mathjax" / "es5" / MATHJAX_JS
+        if path.exists():
+            return path
+    raise FileNotFoundError("MathJax is not installed: scripts/setup_env.sh installs django-static-mathjax "
+                            "(pyproject.toml) which ships it")
+
+
+def install_mathjax(out_dir: Path) -> Path:
+    """Copy the packaged MathJax (and its licence) into ``out_dir/mathjax/``; unchanged bytes are not
+    rewritten. Returns the script's path."""
+    src = mathjax_source()
+    dest = out_dir / MATHJAX_DIR
+    for name, path in ((MATHJAX_JS, src), ("LICENSE", src.parent.parent / "LICENSE")):
+        data = path.read_bytes()
+        target = dest / name
+        if not target.exists() or target.read_bytes() != data:
+            dest.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(target, data)
+    return dest / MATHJAX_JS
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(profile: str) -> dict:
+    """What the footer states: commit (with a mark when notebooks/ or attnlib/ had local changes),
+    render date (UTC), machine and profile."""
+    commit = _git("rev-parse", "--short", "HEAD")
+    if commit and _git("status", "--porcelain", "--", "notebooks", "attnlib"):
+        commit += " + local changes to notebooks/ or attnlib/"
+    return {"commit": commit or "unknown (not a git checkout)",
+            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({_cpu_model()}), "
+                       f"Python {platform.python_version()}",
+            "profile": profile}
+
+
+def footer(info: dict, executed_at: str | None = None) -> str:
+    ran = f"executed {html.escape(executed_at)} · " if executed_at else ""
+    return (f'<footer class="attnlib-footer" style="font:13px sans-serif;color:#555;padding:10px 16px;'
+            f'margin-top:24px;border-top:1px solid #ddd;background:#f7f7f7">Generated by <code>./run_all.sh</code>'
+            f' · {ran}rendered {html.escape(info["date"])} · commit <code>{html.escape(info["commit"])}</code>'
+            f' · machine: {html.escape(info["machine"])} · profile <b>{html.escape(info["profile"])}</b></footer>')
+
+
+def _literal(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _defaults(source: str) -> dict:
+    """Name -> default value of the simple assignments in a parameters cell."""
+    found = {}
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return found
+    for node in body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    found[t.id] = _literal(ast.get_source_segment(source, node.value))
+    return found
+
+
+def _note_output(text_html: str, text: str) -> dict:
+    import nbformat
+
+    return nbformat.v4.new_output("display_data", data={"text/html": text_html, "text/plain": text})
+
+
+def prepare(nb, stem: str):
+    """A copy of executed notebook ``nb`` made ready for the static page (see the module docstring)."""
+    nb = copy.deepcopy(nb)
+    nb.metadata.pop("widgets", None)          # no widget state: no widget-manager script on the page
+    nb.metadata["title"] = _title(nb, stem)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    passed = dict(nb.metadata.get("papermill", {}).get("parameters", {}) or {})
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        source = "".join(cell.source)
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            defaults = _defaults(source)
+            changed = {k: v for k, v in passed.items() if k not in defaults or defaults[k] != v}
+            if changed:
+                shown = ", ".join(f"<code>{html.escape(k)} = {html.escape(repr(v), quote=False)}</code>"
+                                  for k, v in changed.items())
+                cell.outputs = [_note_output(f'<div class="attnlib-note" style="padding:4px 8px;border-left:3px '
+                                             f'solid #888;background:#f5f5f5">This page was executed with {shown} '
+                                             f'(passed by <code>./run_all.sh</code>; the cell shows the defaults).'
+                                             f'</div>', f"executed with {changed}")]
+            continue
+        outputs = []
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if _WIDGET_MIME in data:
+                continue                      # a widget (a progress bar): nothing to show without a kernel
+            plain = data.get("text/plain", "")
+            plain = "".join(plain) if isinstance(plain, list) else plain
+            if out.get("output_type") == "execute_result" and set(data) <= {"text/plain"} and \
+                    _BARE_RESULT.match(plain.strip()):
+                continue                      # a stray PosixPath(...) / <function ...> result
+            outputs.append(out)
+        if _EXPLORE.search(source):
+            outputs.append(_note_output(f'<div class="attnlib-interactive" style="padding:6px 10px;border:1px '
+                                        f'dashed #4a7;background:#f3fbf5;border-radius:4px">{INTERACTIVE_NOTE} '
+                                        f'Open <code>notebooks/{html.escape(stem)}.ipynb</code> in JupyterLab and '
+                                        f'run it to use the control.</div>', INTERACTIVE_NOTE))
+        cell.outputs = outputs
+    return nb
+
+
 def _nav(stem: str, profile: str) -> str:
     return (f'<div style="font:14px sans-serif;padding:8px 16px;background:#f3f3f3;border-bottom:1px solid #ddd">'
             f'<a href="index.html">&larr; all notebooks and the scorecard</a> &nbsp;·&nbsp; '
@@ -117,19 +296,30 @@ def _nav(stem: str, profile: str) -> str:
             f'(profile {html.escape(profile)})</div>')
 
 
-def render_notebook(executed: Path, out: Path, profile: str, figures: dict[str, str], rel: str,
-                    shared: dict | None = None) -> None:
-    """One executed notebook to one HTML page (nbconvert's lab template)."""
-    import nbformat
+def exporter():
+    """nbconvert's lab HTML exporter with the offline template (`_TEMPLATE`)."""
+    import jinja2
     from nbconvert import HTMLExporter
 
+    return HTMLExporter(template_name="lab", template_file="attnlib_site.html.j2",
+                        extra_loaders=[jinja2.DictLoader({"attnlib_site.html.j2": _TEMPLATE})],
+                        mathjax_url=f"{MATHJAX_DIR}/{MATHJAX_JS}")
+
+
+def render_notebook(executed: Path, out: Path, profile: str, figures: dict[str, str], rel: str,
+                    shared: dict | None = None, info: dict | None = None) -> None:
+    """One executed notebook to one HTML page (nbconvert's lab template, made offline)."""
+    import nbformat
+
+    stem = executed.stem.split(".")[0]
     nb = nbformat.read(executed, as_version=4)
-    exporter = HTMLExporter(template_name="lab")
-    page, _ = exporter.from_notebook_node(nb)
+    executed_at = (nb.metadata.get("papermill", {}).get("end_time") or "")[:16].replace("T", " ")
+    page, _ = exporter().from_notebook_node(prepare(nb, stem))
     page = _link_figures(page, figures, rel)
     page = _share_css(page, out.parent, {} if shared is None else shared)
-    page = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + _nav(executed.stem.split(".")[0], profile), page,
-                  count=1)
+    page = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + _nav(stem, profile), page, count=1)
+    info = info or provenance(profile)
+    page = page.replace("</main>", "</main>\n" + footer(info, executed_at + " UTC" if executed_at else None), 1)
     atomic_write_bytes(out, page.encode())
 
 
@@ -201,6 +391,7 @@ def render_index(out_dir: Path, profile: str, pages: dict[str, Path], executed: 
         if (root / "figures" / "scorecard.png").exists():
             parts.append(f'<p><img src="{rel}/scorecard.png" alt="scorecard figure" style="max-width:100%"></p>')
         parts.append(table)
+    parts.append(footer(provenance(profile)))
     parts.append("</body></html>\n")
     index = out_dir / "index.html"
     atomic_write_bytes(index, "\n".join(parts).encode())
@@ -217,12 +408,14 @@ def render(profile: str, stems: list[str] | None = None) -> Path:
     root = repo_root() if profile == "full" else repo_root() / "executed" / profile
     figures = _figure_index(root / "figures")
     rel = os.path.relpath(root / "figures", out_dir)
+    install_mathjax(out_dir)
+    info = provenance(profile)
     pages, executed, shared = {}, {}, {}
     for nb in sorted(notebooks_dir().glob("*.ipynb")):
-        copy = executed_path(nb, profile)
+        done = executed_path(nb, profile)
         page = out_dir / f"{nb.stem}.html"
-        if copy.exists() and (stems is None or nb.stem in stems):
-            render_notebook(copy, page, profile, figures, rel, shared)
-        if page.exists() and copy.exists():
-            pages[nb.stem], executed[nb.stem] = page, copy
+        if done.exists() and (stems is None or nb.stem in stems):
+            render_notebook(done, page, profile, figures, rel, shared, info)
+        if page.exists() and done.exists():
+            pages[nb.stem], executed[nb.stem] = page, done
     return render_index(out_dir, profile, pages, executed)

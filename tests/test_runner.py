@@ -3,8 +3,11 @@ rejected before anything runs, figures shown inline, the HTML site rendered; int
 a scratch folder; widgets slide over actual values."""
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import nbformat
 import pytest
@@ -95,6 +98,14 @@ def test_full_run_isolates_failure_shows_figures_and_renders_site(fake_repo):
     assert '<a href="01_good.html">Good</a>' in index                    # scorecard row links the page
     assert "01_good title" in index
     assert '<img src="thumbs/01_good.png"' in index and (site / "thumbs" / "01_good.png").stat().st_size < 60_000
+    # offline: MathJax from the packaged copy, no script/style/image from another host; real titles, a footer
+    assert (site / "mathjax" / "tex-svg-full.js").stat().st_size > 1_000_000
+    assert re.search(r'<script[^>]*src="mathjax/tex-svg-full.js"', page)
+    for html_page in (page, index):
+        assert not re.search(r'(?:src|href)=["\']?(?:https?:)?//', html_page)
+        assert "attnlib-footer" in html_page and "profile <b>full</b>" in html_page
+    assert "<title>01_good title</title>" in page
+    assert page.count("celltag_parameters") == 1 and "injected-parameters" not in page
 
 
 @pytest.mark.notebook
@@ -132,10 +143,44 @@ def test_unknown_notebook_and_option_exit_2(fake_repo):
 def test_help_and_list(fake_repo):
     proc = _run(fake_repo, "--help")
     assert proc.returncode == 0
-    for needle in ("examples:", "where things go:", "typical times", "exit status", "executed/"):
+    for needle in ("examples:", "where things go:", "times:", "exit status", "executed/", "smoke run"):
         assert needle in proc.stdout
+    assert "``" not in proc.stdout                                        # no reST markup on a terminal
+    assert "in seconds" not in proc.stdout
     listing = _run(fake_repo, "--list")
     assert listing.returncode == 0 and "01_good" in listing.stdout and "scale=1" in listing.stdout
+
+
+def test_site_and_no_site_together_is_a_usage_error(fake_repo):
+    proc = _run(fake_repo, "--site", "--no-site")
+    assert proc.returncode == 2
+    assert "--site" in proc.stderr and "not allowed with" in proc.stderr and "usage:" in proc.stderr
+    assert not (fake_repo / "executed").exists()                          # nothing ran
+
+
+@pytest.mark.notebook
+def test_ctrl_c_prints_one_line_and_removes_staging(fake_repo):
+    started = fake_repo / "started"
+    _notebook(fake_repo / "notebooks" / "01_good.ipynb",
+              f"import pathlib, time\npathlib.Path({str(started)!r}).write_text('x')\ntime.sleep(120)")
+    env = {**os.environ, "ATTNLIB_ROOT": str(fake_repo)}
+    for var in ("ATTNLIB_STAGE", "ATTNLIB_PUBLISH", "ATTNLIB_OUTPUT"):
+        env.pop(var, None)
+    proc = subprocess.Popen([sys.executable, "-m", "attnlib.runner", "01_good"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    t0 = time.time()
+    while not started.exists() and time.time() - t0 < 120 and proc.poll() is None:
+        time.sleep(0.2)
+    assert started.exists(), proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)                                    # what Ctrl-C in a terminal sends
+    t1 = time.time()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.time() - t1 < 10
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted (Ctrl-C) while 01_good ran"), err
+    assert not list((fake_repo / ".cache" / "stage").iterdir())          # staging removed
+    assert not (fake_repo / "results").exists() and not (fake_repo / "figures").exists()
 
 
 def test_parameters_cell_is_the_list_of_known_keys(tmp_path):
