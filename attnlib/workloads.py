@@ -4,7 +4,7 @@
 Sources: the models' published configurations (Devlin et al. 2019 for BERT; Dai et al. 2019 for
 Transformer-XL (wt103); Raffel et al. 2020 for T5; Conneau & Lample 2019 for XLM (en-2048); Radford et
 al. 2019 for GPT-2; Zhang et al. 2022 for OPT; the Hugging Face configs of the real models listed in
-../shared/MODELS_AND_DATA.md). The FLAT grid (BERT/TrXL/T5/XLM) uses the d_model/heads/d_head that the
+docs/models_and_data.md). The FLAT grid (BERT/TrXL/T5/XLM) uses the d_model/heads/d_head that the
 FuseMax artifact models for FLAT.
 """
 from __future__ import annotations

@@ -20,7 +20,7 @@ from .. import stats
 from ..claims import Deviation
 from .experiments import PAPER_SHARE, claim_range, compare, summary
 
-CARD = "../shared/papers/flat.md"
+CARD = "docs/papers/flat.md"
 
 
 @dataclass

@@ -216,7 +216,7 @@ def constants_rows(spec: CrossbarSpec) -> list[dict]:
 
 # ---- SPRINT's own constants (secondary source: a structured summary of the full paper, see the card)
 SPRINT_S1 = ("secondary: S1 (RyoTTa/chamber-paper-wiki summary of the SPRINT paper, MICRO 2022; see "
-             "../shared/papers/sprint.md)")
+             "docs/papers/sprint.md)")
 SPRINT_NODE_NM = 65                # TSMC 65 nm
 SPRINT_CLOCK_HZ = 1e9              # 1 GHz
 SPRINT_MAC_PJ = 0.10               # per in-memory MAC in ReRAM at 65 nm
