@@ -4,8 +4,16 @@ What a student does, checked end to end: JupyterLab starts (bound to 127.0.0.1, 
 token) in a *copy* of the workbook; the primer notebook opens with its kernel picked automatically, is
 not marked modified, shows no news pop-up; "run all" in the quick profile shows every saved figure
 inline and no stray ``PosixPath``/``<function ...>`` line; moving the widget's slider redraws its
-figure; the interactive run wrote to the scratch folder ``executed/interactive/`` and the committed
-figures/, results/ and notebooks/ are untouched (in the copy and in this checkout).
+figure and its readout shows the actual sequence length; the interactive run wrote to the scratch
+folder ``executed/interactive/`` and the committed figures/, results/ and notebooks/ are untouched (in
+the copy and in this checkout).
+
+The rendered site, offline: ``run_all.sh`` renders a site in a copy of the workbook (the primer and the
+scorecard, full profile: seconds), and Chromium, with every host but 127.0.0.1 unresolvable, opens each
+page: no request leaves 127.0.0.1, the math is typeset by the packaged MathJax (no raw TeX left), every
+image loads; screenshots of the index and the scorecard page are saved. Committed ``site/`` pages made
+by the offline renderer are checked the same way (pages from an older renderer are named in a warning
+until the next full ``./run_all.sh`` re-renders them).
 
 The browser is Debian's ``chromium`` with its matching ``chromium-driver``, installed on first use by
 ``scripts/setup_browser.sh`` (apt-get, needs root as in CI). The WebDriver protocol is spoken directly
@@ -17,6 +25,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import functools
+import http.server
 import json
 import os
 import shutil
@@ -24,9 +34,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pytest
@@ -70,12 +82,12 @@ class WebDriver:
 
     ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
 
-    def __init__(self, port: int, chromium: str):
+    def __init__(self, port: int, chromium: str, extra_args: tuple[str, ...] = ()):
         self.base = f"http://127.0.0.1:{port}"
         caps = {"browserName": "chrome", "goog:chromeOptions": {
             "binary": chromium,
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,1000", "--no-first-run", "--disable-extensions"]}}
+                     "--window-size=1400,1000", "--no-first-run", "--disable-extensions", *extra_args]}}
         value = self._call("POST", "/session", {"capabilities": {"alwaysMatch": caps}})
         self.session = f"/session/{value['sessionId']}"
 
@@ -103,6 +115,9 @@ class WebDriver:
 
     def keys(self, element, text):
         self._call("POST", f"{self.session}/element/{element}/value", {"text": text})
+
+    def resize(self, width: int, height: int):
+        self._call("POST", f"{self.session}/window/rect", {"width": width, "height": height})
 
     def screenshot(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -250,6 +265,9 @@ def test_primer_in_jupyterlab_in_a_real_browser(workbook_copy, tmp_path):
         browser.wait("const w = document.querySelector('.widget-interact'); const i = w && w.querySelector('img');"
                      " return i && i.src !== arguments[0] && i.naturalWidth > 100;", "the widget to redraw",
                      60, before_img)
+        readout = browser.js("const r = document.querySelector('.widget-interact .widget-readout');"
+                             " return r ? r.textContent.trim() : null;")
+        assert readout == "8192", readout       # the slider shows the sequence length itself (2048, two steps up)
         browser.js("document.querySelector('.widget-interact').scrollIntoView({block: 'start'});")
         time.sleep(0.5)
         browser.screenshot(shots / f"{NOTEBOOK}-widget-moved.png")
@@ -279,3 +297,118 @@ def _run_all(browser: WebDriver) -> None:
     item = browser.wait("return [...document.querySelectorAll('.lm-Menu-item')]"
                         ".find(e => /^Run All Cells/.test(e.textContent.trim())) || null;", "Run All Cells")
     browser.click(item[WebDriver.ELEMENT])
+
+
+# --- the rendered site, offline ------------------------------------------------------------------
+
+#: every host name but 127.0.0.1 fails to resolve: a page that needs the internet shows it
+OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+MATHJAX_MARK = "mathjax/tex-svg-full.js"
+
+# JS run in a site page once MathJax has finished: what loaded, from where, and what is left untypeset.
+_PAGE = r"""
+const done = arguments[arguments.length - 1];
+const ready = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+ready.then(() => {
+  const origin = location.origin;
+  const requested = performance.getEntriesByType('resource').map(e => e.name);
+  const loads = [...document.querySelectorAll('script[src], img[src], link[rel=stylesheet][href], iframe[src]')]
+    .map(e => e.src || e.href);
+  const raw = [...document.querySelectorAll('.jp-RenderedMarkdown, .jp-RenderedHTMLCommon')].map(e => {
+    const c = e.cloneNode(true);
+    c.querySelectorAll('code, pre, mjx-container, script, style').forEach(x => x.remove());
+    return c.textContent;
+  }).join('\n');
+  const leftover = raw.match(/\\(?:frac|times|sqrt|mathrm|top|cdot|approx|le|ge|to)\b|\$\$/g) || [];
+  done({title: document.title,
+        external: [...requested, ...loads].filter(u => !u.startsWith(origin) && !u.startsWith('data:')),
+        math: document.querySelectorAll('mjx-container').length,
+        mathjax: !!(window.MathJax && MathJax.version), leftover: leftover,
+        imgs: [...document.querySelectorAll('img')].map(i => [i.getAttribute('src').slice(0, 80),
+                                                              i.complete && i.naturalWidth > 0]),
+        footer: (document.querySelector('.attnlib-footer') || {}).textContent || '',
+        height: document.documentElement.scrollHeight});
+}, err => done({error: String(err)}));
+"""
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def _serve(folder: Path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _render_site_copy(tmp_path: Path) -> Path:
+    """``run_all.sh 00_primer`` (primer + scorecard, full profile, site on) in a copy of the workbook."""
+    copy = tmp_path / "workbook"
+    for sub in ("notebooks", "figures", "results", "data", "docs"):
+        if (repo_root() / sub).is_dir():
+            shutil.copytree(repo_root() / sub, copy / sub)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTNLIB_")}
+    env.update(ATTNLIB_ROOT=str(copy), ATTNLIB_CACHE=str(repo_root() / ".cache"))
+    proc = subprocess.run([sys.executable, "-m", "attnlib.runner", "00_primer"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return copy / "site"
+
+
+def _check_page(browser: WebDriver, url: str) -> dict:
+    browser.get(url)
+    state = browser._call("POST", f"{browser.session}/execute/async", {"script": _PAGE, "args": []})
+    assert "error" not in state, (url, state)
+    assert state["external"] == [], (url, state["external"])              # nothing requested off this machine
+    assert not state["leftover"], (url, state["leftover"])                # no raw TeX left on the page
+    assert state["mathjax"] or url.endswith("/index.html"), url            # notebook pages load MathJax
+    assert all(ok for _, ok in state["imgs"]), (url, [src for src, ok in state["imgs"] if not ok])
+    assert state["title"] and state["title"] != "Notebook", url
+    assert "commit" in state["footer"] and "profile" in state["footer"] and "CPUs" in state["footer"], url
+    return state
+
+
+@pytest.mark.notebook
+def test_site_works_offline_in_a_real_browser(tmp_path):
+    chromium, driver_bin = _ensure_browser()
+    site = _render_site_copy(tmp_path)
+    shots = repo_root() / "executed" / "screenshots"
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "copy").symlink_to(site.parent)
+    (served / "repo").symlink_to(repo_root())
+    pages = {f"copy/site/{p.name}": p for p in sorted(site.glob("*.html"))}
+    committed = sorted((repo_root() / "site").glob("*.html"))
+    current = [p for p in committed if p.name == "index.html" or MATHJAX_MARK in p.read_text()]
+    old = sorted(set(committed) - set(current))
+    if old:
+        warnings.warn(f"site/ pages rendered before the offline renderer (re-run ./run_all.sh): "
+                      f"{', '.join(p.name for p in old)}")
+    if not old:
+        pages.update({f"repo/site/{p.name}": p for p in current})
+    server, driver_port = _serve(served), _free_port()
+    driver_log = tmp_path / "chromedriver.log"
+    driver = browser = None
+    try:
+        driver = _start([driver_bin, f"--port={driver_port}"], dict(os.environ), driver_log)
+        _wait_http(f"http://127.0.0.1:{driver_port}/status", "chromedriver", driver, driver_log)
+        browser = WebDriver(driver_port, chromium, (OFFLINE,))
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        states = {name: _check_page(browser, f"{base}/{name}") for name in pages}
+        assert any(s["math"] > 0 for s in states.values())                 # the primer's formulas were typeset
+        prefix = "repo/site" if not old else "copy/site"
+        for page, shot in (("index.html", "site-index"), ("99_scorecard.html", "site-scorecard")):
+            browser.resize(1400, 1000)
+            browser.get(f"{base}/{prefix}/{page}")
+            browser._call("POST", f"{browser.session}/execute/async", {"script": _PAGE, "args": []})
+            browser.screenshot(shots / f"{shot}.png")                      # the first screen a reader sees
+            browser.resize(1400, min(max(states[f"{prefix}/{page}"]["height"], 1000), 8000))
+            time.sleep(0.5)
+            browser.screenshot(shots / f"{shot}-full.png")                 # the whole page (up to 8000 px)
+    finally:
+        if browser:
+            browser.quit()
+        _stop(driver)
+        server.shutdown()
