@@ -347,7 +347,10 @@ font-size:13px}code{background:#f3f3f3;padding:0 3px}
 
 
 def render_index(out_dir: Path, profile: str, pages: dict[str, Path], executed: dict[str, Path]) -> Path:
-    """``index.html``: a card per notebook, then the scorecard figure and table (papers linked to their pages)."""
+    """``index.html``: a card per notebook, then the scorecard figure and table (papers linked to their pages).
+    ``executed`` may lack a page's notebook (a page kept from an earlier run): its card is kept."""
+    from .runner import notebooks_dir
+
     root = publish = repo_root() if profile == "full" else repo_root() / "executed" / profile
     results = {}
     for f in sorted((publish / "results").glob("*.json")) if (publish / "results").is_dir() else []:
@@ -367,13 +370,19 @@ def render_index(out_dir: Path, profile: str, pages: dict[str, Path], executed: 
     figures = _figure_index(root / "figures")
     rel = os.path.relpath(root / "figures", out_dir)
     for stem, page in pages.items():
-        nb = json.loads(executed[stem].read_text())
+        # a page kept from an earlier run (its executed copy is not on this machine, e.g. after
+        # `./run_all.sh 03_flat` on a fresh clone) keeps its card: title from the source notebook,
+        # the thumbnail already in thumbs/
+        done = executed.get(stem)
+        source = done if done is not None and done.exists() else notebooks_dir() / f"{stem}.ipynb"
+        nb = json.loads(source.read_text()) if source.exists() else {"cells": []}
         title = _title(nb, stem)
-        png, _ = _thumbnail(nb, figures)
-        thumb = ""
+        png, _ = _thumbnail(nb, figures) if source == done else (None, None)
+        src = f"thumbs/{stem}.png"
         if png is not None:
-            src = f"thumbs/{stem}.png"
             atomic_write_bytes(out_dir / src, _shrink(png))
+        thumb = ""
+        if (out_dir / src).exists():
             thumb = f'<a href="{page.name}"><img src="{src}" alt="first figure of {html.escape(stem)}"></a>'
         counts = _status_counts(results.get(stem, {}))
         parts.append(f"<div class='card'>{thumb}<h3><a href='{page.name}'>{html.escape(title)}</a></h3>"
@@ -399,8 +408,9 @@ def render_index(out_dir: Path, profile: str, pages: dict[str, Path], executed: 
 
 
 def render(profile: str, stems: list[str] | None = None) -> Path:
-    """Render the executed notebooks of ``profile`` (only ``stems`` if given; the index always lists
-    every page present) and the index; returns the index path."""
+    """Render the executed notebooks of ``profile`` (only ``stems`` if given) and the index, which lists
+    every page present in the site folder, including pages kept from earlier runs whose executed copies
+    are not on this machine; returns the index path."""
     from .runner import executed_path, notebooks_dir
 
     out_dir = site_dir(profile)
@@ -416,6 +426,8 @@ def render(profile: str, stems: list[str] | None = None) -> Path:
         page = out_dir / f"{nb.stem}.html"
         if done.exists() and (stems is None or nb.stem in stems):
             render_notebook(done, page, profile, figures, rel, shared, info)
-        if page.exists() and done.exists():
-            pages[nb.stem], executed[nb.stem] = page, done
+        if page.exists():               # rendered now, or kept from an earlier run
+            pages[nb.stem] = page
+            if done.exists():
+                executed[nb.stem] = done
     return render_index(out_dir, profile, pages, executed)

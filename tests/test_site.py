@@ -57,3 +57,19 @@ def test_page_has_no_external_request_and_a_footer(tmp_path):
     assert set(info) == {"commit", "date", "machine", "profile"} and "CPUs" in info["machine"]
     foot = site.footer(info, "2026-01-01 00:00 UTC")
     assert "commit" in foot and "profile <b>quick</b>" in foot and "executed 2026-01-01" in foot
+
+
+def test_index_keeps_cards_of_pages_from_earlier_runs(tmp_path, monkeypatch):
+    """After `run_all.sh 03_flat` on a fresh clone only FLAT's executed copy exists: the index must still
+    list every committed page (title from the source notebook, the committed thumbnail)."""
+    monkeypatch.setenv("ATTNLIB_ROOT", str(tmp_path))
+    (tmp_path / "notebooks").mkdir()
+    nb = new_notebook(cells=[new_markdown_cell("# 01 · Kept from an earlier run\n\ntext")])
+    nbformat.write(nb, tmp_path / "notebooks" / "01_kept.ipynb")
+    (tmp_path / "site" / "thumbs").mkdir(parents=True)
+    (tmp_path / "site" / "01_kept.html").write_text("<html><title>01 · Kept from an earlier run</title></html>")
+    (tmp_path / "site" / "thumbs" / "01_kept.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    index = site.render("full").read_text()
+    assert "<a href='01_kept.html'>01 · Kept from an earlier run</a>" in index
+    assert '<img src="thumbs/01_kept.png"' in index
+    assert (tmp_path / "site" / "mathjax" / site.MATHJAX_JS).exists() and "attnlib-footer" in index
