@@ -327,6 +327,9 @@ ready.then(() => {
         imgs: [...document.querySelectorAll('img')].map(i => [i.getAttribute('src').slice(0, 80),
                                                               i.complete && i.naturalWidth > 0]),
         footer: (document.querySelector('.attnlib-footer') || {}).textContent || '',
+        interactive: document.querySelectorAll('.attnlib-interactive').length,
+        params: document.querySelectorAll('.celltag_parameters').length,
+        injected: document.querySelectorAll('.celltag_injected-parameters').length,
         height: document.documentElement.scrollHeight});
 }, err => done({error: String(err)}));
 """
@@ -398,6 +401,9 @@ def test_site_works_offline_in_a_real_browser(tmp_path):
         base = f"http://127.0.0.1:{server.server_address[1]}"
         states = {name: _check_page(browser, f"{base}/{name}") for name in pages}
         assert any(s["math"] > 0 for s in states.values())                 # the primer's formulas were typeset
+        primer = states["copy/site/00_primer.html"]
+        assert primer["math"] > 0 and primer["interactive"] == 1           # its slider is labelled
+        assert primer["params"] == 1 and primer["injected"] == 0           # one parameters cell
         prefix = "repo/site" if not old else "copy/site"
         for page, shot in (("index.html", "site-index"), ("99_scorecard.html", "site-scorecard")):
             browser.resize(1400, 1000)
