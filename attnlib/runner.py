@@ -247,17 +247,28 @@ def mixed_profiles(results_folder: Path, profile: str) -> list[str]:
 
 
 README_START, README_END = "<!-- scorecard:start -->", "<!-- scorecard:end -->"
+VERDICTS_START, VERDICTS_END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
 
 
-def update_readme(table: str) -> None:
-    """Replace the scorecard table between the README's markers (full profile only)."""
+def _replace_between(text: str, start: str, end: str, body: str) -> str:
+    if start not in text or end not in text:
+        return text
+    head, rest = text.split(start, 1)
+    return f"{head}{start}\n{body.strip()}\n{end}{rest.split(end, 1)[1]}"
+
+
+def update_readme(results_folder: Path) -> None:
+    """Rewrite the README's generated parts from ``results_folder`` (full profile only): the verdict per
+    paper near the top and the headline scorecard table, each between its markers."""
+    from . import scorecard
+
     readme = repo_root() / "README.md"
     text = readme.read_text() if readme.exists() else ""
-    if README_START not in text or README_END not in text:
-        return
-    head, rest = text.split(README_START, 1)
-    tail = rest.split(README_END, 1)[1]
-    new = f"{head}{README_START}\n{table.strip()}\n{README_END}{tail}"
+    rows = scorecard.collect(results_folder, profile="full")
+    new = _replace_between(text, VERDICTS_START, VERDICTS_END, scorecard.verdicts_markdown(rows))
+    new = _replace_between(new, README_START, README_END, scorecard.headline_markdown(rows) +
+                           "\nAlternative and context rows, and the why of every headline that is not reproduced: "
+                           "[results/scorecard.md](results/scorecard.md).")
     if new != text:
         atomic_write_bytes(readme, new.encode())
 
@@ -383,7 +394,7 @@ def _main(argv=None) -> int:
     if card.exists():
         print("\n" + card.read_text())
         if profile == "full":
-            update_readme(card.read_text())
+            update_readme(dest / "results")
     if (profile == "full" and not args.no_site) or args.site:
         from . import site
 

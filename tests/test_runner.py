@@ -70,6 +70,8 @@ def _outputs(nb_path):
 
 @pytest.mark.notebook
 def test_full_run_isolates_failure_shows_figures_and_renders_site(fake_repo):
+    (fake_repo / "README.md").write_text("# W\n<!-- verdicts:start -->\nold\n<!-- verdicts:end -->\n\n"
+                                         "<!-- scorecard:start -->\nold table\n<!-- scorecard:end -->\nend\n")
     proc = _run(fake_repo)
     assert proc.returncode == 1
     assert "02_bad" in proc.stderr and "boom in the second cell" in proc.stderr
@@ -97,6 +99,10 @@ def test_full_run_isolates_failure_shows_figures_and_renders_site(fake_repo):
     index = (site / "index.html").read_text()
     assert '<a href="01_good.html">Good</a>' in index                    # scorecard row links the page
     assert "01_good title" in index
+    assert index.count("<p class='verdict'>") == 5 and "What the workbook found" in index  # one per paper
+    readme = (fake_repo / "README.md").read_text()                       # generated parts, markers kept
+    assert "old" not in readme and "- **SPRINT**: Not run yet" in readme and readme.endswith("end\n")
+    assert "| paper | claim | paper says |" in readme
     assert '<img src="thumbs/01_good.png"' in index and (site / "thumbs" / "01_good.png").stat().st_size < 60_000
     # offline: MathJax from the packaged copy, no script/style/image from another host; real titles, a footer
     assert (site / "mathjax" / "tex-svg-full.js").stat().st_size > 1_000_000
