@@ -30,11 +30,11 @@ from .hardware import A3Hardware, stream_arrays
 
 __all__ = ["smallest_setting", "matched_setting", "probe_correct_cached", "speedups", "speedup_assumption_range",
            "energy_efficiency", "HW_SWEEP", "sweep_counts", "KV_SCALE", "split_sentences", "perturb",
-           "kv_retrieval_task", "kv_retrieval_run", "per_question_units", "matched_bootstrap"]
+           "kv_retrieval_task", "kv_retrieval_run", "kv_task_width", "per_question_units", "matched_bootstrap"]
 
 #: The labelled hardware assumptions swept for the speedups' assumption range (defaults included).
-HW_SWEEP = dict(pipeline_fill=(4, 8, 16), select_iter_per_cycle=(0.5, 1.0), exp_overlap=(0.0, 0.5, 1.0),
-                sort_amortised=(True, False))
+#: (Where the key sort's cycles go is a scenario axis, not an assumption: `paper_claims`.)
+HW_SWEEP = dict(pipeline_fill=(4, 8, 16), select_iter_per_cycle=(0.5, 1.0), exp_overlap=(0.0, 0.5, 1.0))
 
 
 def smallest_setting(settings, metric, target: float):
@@ -125,29 +125,49 @@ def speedup_assumption_range(counts: dict, *, d: int, hw: A3Hardware | None = No
     return {name: dict(lo=float(min(v)), hi=float(max(v)), swept=swept) for name, v in vals.items()}
 
 
+def _cpu_draws(cpu_reps, rng, n_resamples: int):
+    """(point median, bootstrap draws of the median) of per-repetition CPU times: an array (repetitions of
+    one process) or a list of arrays, one per process (hierarchical: processes resampled, then repetitions
+    within each, the median of the pooled draw)."""
+    groups = [np.asarray(g, dtype=float).reshape(-1) for g in (cpu_reps if isinstance(cpu_reps, (list, tuple)) else [cpu_reps])]
+    if sum(g.size for g in groups) < 2 or not all(g.size and np.all(g > 0) for g in groups):
+        raise ValueError("need >= 2 positive CPU repetitions (in every process)")
+    point = float(np.median(np.concatenate(groups)))
+    if len(groups) == 1:
+        t = groups[0]
+        return point, np.median(t[rng.integers(0, t.size, size=(n_resamples, t.size))], axis=1), "CPU repetitions (median)"
+    P, R = len(groups), min(g.size for g in groups)
+    G = np.stack([g[:R] for g in groups])                                     # (P, R)
+    pick = rng.integers(0, P, size=(n_resamples, P))
+    within = rng.integers(0, R, size=(n_resamples, P, R))
+    draws = np.median(G[pick[..., None], within].reshape(n_resamples, -1), axis=1)
+    return point, draws, f"CPU processes ({P}) and repetitions within each (median)"
+
+
 def energy_efficiency(cpu_reps, a3_energy_pj, *, power_w: float, power_sweep, seed: int = stats.SEED,
                       n_resamples: int = stats.N_RESAMPLES, level: float = stats.LEVEL) -> dict:
     """Energy efficiency of A3 over the CPU, (queries/J of A3) / (queries/J of the CPU)
     = power_w * t_cpu / E_a3, with t_cpu the median of the CPU's per-repetition seconds per query and
-    E_a3 the mean modelled energy (pJ) over the sampled queries.
+    E_a3 the mean modelled energy (pJ) over the sampled queries. ``cpu_reps``: the repetitions of one
+    process, or a list of arrays, one per separate process (then the bootstrap resamples processes too).
 
-    Returns point, interval (independent bootstraps over the CPU repetitions and the A3 queries,
-    percentile interval of the ratio), and assumption_range {lo, hi, swept: {"cpu_power_w": sweep}}."""
-    t = np.asarray(cpu_reps, dtype=float)
+    Returns point, interval (independent bootstraps over the CPU timings and the A3 queries, percentile
+    interval of the ratio), and assumption_range {lo, hi, swept: {"cpu_power_w": sweep}}."""
     e = np.asarray(a3_energy_pj, dtype=float).reshape(-1)
-    if t.size < 2 or not np.all(t > 0) or e.size < 1 or not np.all(e > 0):
-        raise ValueError("need >= 2 positive CPU repetitions and positive A3 energies per query")
+    if e.size < 1 or not np.all(e > 0):
+        raise ValueError("need positive A3 energies per query")
     if not power_w > 0 or not all(p > 0 for p in power_sweep):
         raise ValueError("CPU powers must be positive watts")
     rng = np.random.default_rng(seed)
-    t_draw = np.median(t[rng.integers(0, t.size, size=(n_resamples, t.size))], axis=1)
+    t_point, t_draw, what = _cpu_draws(cpu_reps, rng, n_resamples)
     e_draw = e[rng.integers(0, e.size, size=(n_resamples, e.size))].mean(axis=1)
     ratio = lambda p, tt, ee: p * tt / (ee * 1e-12)  # noqa: E731
-    point = float(ratio(power_w, np.median(t), e.mean()))
-    iv = stats.from_draws(point, ratio(power_w, t_draw, e_draw), level=level, n=t.size,
-                          method="bootstrap over CPU repetitions (median) x sampled A3 queries (mean)")
+    point = float(ratio(power_w, t_point, e.mean()))
+    n = len(cpu_reps) if isinstance(cpu_reps, (list, tuple)) else np.asarray(cpu_reps).size
+    iv = stats.from_draws(point, ratio(power_w, t_draw, e_draw), level=level, n=n,
+                          method=f"bootstrap over {what} x sampled A3 queries (mean)")
     sweep = sorted(set(float(p) for p in power_sweep) | {float(power_w)})
-    span = [ratio(p, np.median(t), e.mean()) for p in sweep]
+    span = [ratio(p, t_point, e.mean()) for p in sweep]
     return dict(point=point, interval=iv, assumption_range=dict(lo=float(min(span)), hi=float(max(span)),
                                                                 swept={"cpu_power_w": sweep}))
 
@@ -219,6 +239,20 @@ def kv_retrieval_task(rm, sentences, *, n_keys: int = 320, d: int = 64, memories
     Q /= np.linalg.norm(Q, axis=1, keepdims=True)
     return dict(K=K.reshape(memories, n_keys, d).astype(np.float32), Q=Q.reshape(memories, queries_per_memory, d).astype(np.float32),
                 target=target.astype(np.int64), keys=keys, queries=queries)
+
+
+def kv_task_width(task: dict, d: int) -> dict:
+    """The retrieval task at a narrower key width ``d``: the first d principal components of its keys and
+    queries, unit-normalised (exactly the task `kv_retrieval_task` builds with that d, since its vectors are
+    the PCA projections scaled by a positive number per vector)."""
+    D = task["K"].shape[-1]
+    if not 1 <= d <= D:
+        raise ValueError(f"need 1 <= d <= {D}, got {d}")
+    out = dict(task)
+    for x in ("K", "Q"):
+        a = np.asarray(task[x], dtype=np.float32)[..., :d]
+        out[x] = (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)
+    return out
 
 
 def kv_retrieval_run(task: dict, *, M: int | None = None, m_frac: float | None = None, T: float = float("inf"),

@@ -24,7 +24,8 @@ from ..hw import energy_pj, mac_energy_pj, sram_energy_pj_per_bit
 __all__ = [
     "A3Hardware", "ModuleCost", "PipelineCost", "base_pipeline", "approx_pipeline", "HW_CONSTANTS",
     "cpu_exact_single", "cpu_exact_batched", "measure_cpu", "CpuTiming", "stream_costs", "stream_arrays",
-    "CPU_POWER_W", "machine_load",
+    "CPU_POWER_W", "machine_load", "SORT_OPTIONS", "cpu_busy_snapshot", "others_busy", "compiled_kernel",
+    "cpu_exact_compiled", "CPU_MODES", "IDLE_LIMIT",
 ]
 
 # ============================================================================ pipeline model
@@ -45,9 +46,15 @@ HW_CONSTANTS = {
     "comparator_update": ("log2(d)", "compares/pick", "ASSUMPTION: after a pick only the advanced pointer's "
                           "head changes, so the comparator tree over the d heads is updated along one path "
                           "(log2 d compares), not rebuilt"),
-    "sort_amortised": (True, "-", "ASSUMPTION: key sorting (d columns of n, one merge-sort comparator per column, "
-                       "n*log2(n) cycles per key matrix) is amortised over the n queries that share K: "
-                       "log2(n) cycles and d*log2(n) compares per query, off the critical path; swept"),
+    "sort": ("off the critical path", "-", "key sorting (d columns of n, one merge-sort comparator per column, "
+             "n*log2(n) cycles per key matrix): a SCENARIO AXIS (SORT_OPTIONS). 'off the critical path' (the paper's "
+             "reading [secondary]: keys are preprocessed before the query arrives): no cycles on the query's path; "
+             "'log2 n per query': the sort's cycles shared by n queries (self-attention) on the selection module's path; "
+             "'full sort per query': the key matrix is sorted for every query (MemN2N here: every hop has its own "
+             "keys, queried once) as its own pipeline stage of n*log2(n) cycles"),
+    "sort_queries": ("n", "queries", "queries sharing one sorted key matrix: the sort's energy (d*n*log2(n) compares "
+                     "and sorted-SRAM writes) is divided among them; n (self-attention) by default, 1 for MemN2N "
+                     "(every hop's key matrix is queried once)"),
     "pipeline_fill": (8, "cycles", "ASSUMPTION: adder-tree depth log2(d)=6 + 2 register stages per module "
                       "added to latency only; swept 4-16"),
     "exp_overlap": (0.0, "fraction", "ASSUMPTION: fraction of the output module's work that overlaps the "
@@ -59,18 +66,23 @@ HW_CONSTANTS = {
     "static_w": (0.0, "W", "ASSUMPTION: dynamic energy only (leakage not modelled); swept in the notebook"),
 }
 
-#: CPU power charged to the measured CPU time, W: the default and the stated range (the assumption
-#: range of the energy-efficiency claim). Sources: see CPU_POWER_SOURCES.
-CPU_POWER_W = dict(default=15.0, sweep=(5.0, 7.8, 15.0, 30.0, 65.0, 125.0))
+#: CPU power charged to the measured CPU time, W PER CORE that ran the timing (the charged power is this
+#: times the threads of the timing; the whole socket is a scenario: attnlib.a3.paper_claims.CPU_POWER):
+#: the default and the range drawn in the sensitivity figure. Sources: see CPU_POWER_SOURCES.
+CPU_POWER_W = dict(default=7.8, sweep=(5.0, 7.8, 15.0, 30.0, 65.0, 125.0))
 CPU_POWER_SOURCES = {
     5.0: "ASSUMPTION: one busy core of a low-clocked many-core server part, uncore not charged",
-    7.8: "package TDP / cores of a Xeon-class server CPU (e.g. Intel Xeon Gold 6130: 125 W, 16 cores; "
-         "Intel spec) -- the paper card says only 'Xeon-class' [unconfirmed]",
-    15.0: "ASSUMPTION (default): two active cores plus a share of the uncore",
+    7.8: "per core (default): package TDP / cores of a Xeon-class server CPU (Intel Xeon Gold 6130: 125 W, 16 cores; "
+         "Intel product specification) -- the paper card says only 'Xeon-class' [unconfirmed]",
+    15.0: "ASSUMPTION: one core at turbo plus a share of the uncore",
     30.0: "ASSUMPTION: a quarter of a 125 W package",
     65.0: "a desktop-class CPU's package TDP (ASSUMPTION: whole package charged)",
-    125.0: "the whole package TDP of the Xeon-class part above (charging the whole chip to one query stream)",
+    125.0: "whole socket: the package TDP of the Xeon-class part above (charging the whole chip to the timed threads)",
 }
+
+
+#: Where the key sort's cycles go (A3Hardware.sort; see HW_CONSTANTS["sort"]).
+SORT_OPTIONS = ("off the critical path", "log2 n per query", "full sort per query")
 
 
 @dataclass(frozen=True)
@@ -84,7 +96,8 @@ class A3Hardware:
     bits: int = 8
     score_bits: int = 16
     pipeline_fill: int = 8
-    sort_amortised: bool = True
+    sort: str = "off the critical path"
+    sort_queries: float | None = None
     static_w: float = 0.0
     alpha: float = 1.0  # node scaling exponent of the shared table
     select_iter_per_cycle: float = 1.0
@@ -99,6 +112,10 @@ class A3Hardware:
             raise ValueError(f"A3Hardware.exp_overlap must lie in [0, 1], got {self.exp_overlap}")
         if self.exp_bits not in (8, 16, 32):
             raise ValueError(f"A3Hardware.exp_bits must be 8, 16 or 32, got {self.exp_bits}")
+        if self.sort not in SORT_OPTIONS:
+            raise ValueError(f"A3Hardware.sort must be one of {SORT_OPTIONS}, got {self.sort!r}")
+        if self.sort_queries is not None and not self.sort_queries >= 1:
+            raise ValueError(f"A3Hardware.sort_queries must be >= 1 (or None: n), got {self.sort_queries}")
         if self.static_w < 0 or self.pipeline_fill < 0:
             raise ValueError("A3Hardware.static_w and pipeline_fill must be >= 0")
 
@@ -254,11 +271,16 @@ def approx_pipeline(n, M, candidates, survivors, d: int | None = None, hw: A3Har
     # first heads: 2d products, sorted-SRAM reads and building the two comparator trees (d - 1 compares each)
     setup = 2 * d * (e["mult"] + (hw.bits + e["idx_bits"]) * e["sram_sorted_bit"]) + 2 * (d - 1) * e["cmp"]
     readout = n * hw.score_bits * e["rf_bit"] + n * e["cmp"]  # sign check of every partial score
-    sort = d * log_n * (e["cmp"] + 2 * (hw.bits + e["idx_bits"]) * e["sram_sorted_bit"]) if hw.sort_amortised else 0.0
-    sel_cycles = M / hw.select_iter_per_cycle + (log_n if hw.sort_amortised else 0.0)
+    # the sort of one key matrix: d columns of n, n*log2(n) compare steps each (a compare and a read + write of
+    # a sorted entry); its energy is shared by the queries of that key matrix (sort_queries, default n)
+    share = n if hw.sort_queries is None else hw.sort_queries
+    sort = d * n * log_n * (e["cmp"] + 2 * (hw.bits + e["idx_bits"]) * e["sram_sorted_bit"]) / share
+    sel_cycles = M / hw.select_iter_per_cycle + (log_n if hw.sort == "log2 n per query" else 0.0)
     mods = (ModuleCost("candidate selection", _f(sel_cycles), _f((hi + lo) * per_pick + setup + readout + sort)),
             _dot_module(hw, e, candidates, d), _exp_module(hw, e, candidates, survivors),
             _out_module(hw, e, survivors, d))
+    if hw.sort == "full sort per query":  # the sort as its own stage (energy already in the selection module)
+        mods = (ModuleCost("key sort", _f(n * log_n), _f(n * 0.0)),) + mods
     return PipelineCost("approximate", mods, hw.clock_hz, hw.pipeline_fill, hw.static_w, hw.exp_overlap)
 
 
@@ -313,23 +335,34 @@ def stream_costs(n_allowed, m, candidates, survivors, *, d: int | None = None, h
 
 
 # ============================================================================ CPU baseline (measured)
-def cpu_exact_single(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
-    """Exact attention for ONE query (d,) in numpy: the kernel timed as the one-query-at-a-time CPU."""
-    s = (k @ q) * scale
-    e = np.exp(s - s.max())
-    return (e / e.sum()) @ v
+from .cpu_timing import MODES as CPU_MODES  # noqa: E402
+from .cpu_timing import (CompiledKernel, cpu_busy_snapshot, cpu_exact_batched, cpu_exact_single,  # noqa: E402,F401
+                         others_busy, time_modes)
+
+#: The idle check: other processes may use at most this fraction of the machine's CPU time during a timing.
+IDLE_LIMIT = 0.10
 
 
-def cpu_exact_batched(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
-    """Exact attention for a batch of queries (Q, d) against one key matrix in numpy."""
-    s = (q @ k.T) * scale
-    e = np.exp(s - s.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)) @ v
+def compiled_kernel():
+    """Path of the compiled per-query kernel (built once under .cache/a3), or None without a C compiler."""
+    from ..paths import cache_dir
+    from .cpu_timing import build_kernel
+
+    return build_kernel(cache_dir("a3"))
+
+
+def cpu_exact_compiled(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
+    """Exact attention of every query of ``q`` (Q, d), each on its own, with the compiled kernel."""
+    lib = compiled_kernel()
+    if lib is None:
+        raise RuntimeError("no C compiler (cc) found: the compiled per-query kernel cannot be built")
+    kern = CompiledKernel(lib)
+    return kern.run(kern.prepare(q, k, v), scale).copy()
 
 
 def machine_load() -> dict:
-    """The 1-minute load average, the CPU count and the load per CPU (a check that timings ran on a
-    machine idle enough: load per CPU well below 1)."""
+    """The 1-minute load average, the CPU count and the load per CPU (context only: it includes the
+    notebook's own process; the idle check uses `others_busy`)."""
     cpus = os.cpu_count() or 1
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return dict(load1=float(load1), cpus=int(cpus), per_cpu=float(load1) / cpus)
@@ -339,10 +372,13 @@ def machine_load() -> dict:
 class CpuTiming:
     """CPU timings of exact attention (seconds per query).
 
-    runs: {blas_threads: {"single": (repeats,), "batched": (repeats,)}} every repetition (one query at a
-    time: the mean over all queries of one pass; batched: one call over all queries / their number);
-    single_s / batched_s: the median over repetitions of the faster thread setting (``single_threads``
-    / ``batched_threads``); load_before / load_after: `machine_load` around the measurement."""
+    runs: {blas_threads: {mode: (repeats,)}} every repetition of every process, mode in "single" (one
+    numpy call chain per query), "batched" (one call for all queries), "compiled" (the compiled per-query
+    kernel, one thread; absent without a C compiler); proc_runs: the same split per process (a list of
+    arrays per mode; one entry when timed in this process); single_s / batched_s / compiled_s: the median
+    at the faster thread setting of each mode; others_busy: per process, the fraction of the machine's CPU
+    time other processes used during the timing (the idle check, `IDLE_LIMIT`); load_before / load_after:
+    the 1-minute load average (context)."""
 
     n: int
     d: int
@@ -355,47 +391,94 @@ class CpuTiming:
     batched_threads: int = 0
     load_before: dict = field(default_factory=dict)
     load_after: dict = field(default_factory=dict)
+    proc_runs: dict = field(default_factory=dict, repr=False)
+    others_busy: tuple = ()
+    compiled_s: float | None = None
+
+    @property
+    def modes(self) -> tuple:
+        return tuple(m for m in CPU_MODES if all(m in r for r in self.runs.values()))
+
+    def threads_of(self, mode: str) -> int:
+        """The BLAS thread setting whose median is fastest for ``mode``."""
+        if mode not in self.modes:
+            raise ValueError(f"mode {mode!r} was not timed; timed: {self.modes}")
+        return min(self.runs, key=lambda t: np.median(self.runs[t][mode]))
+
+    def cores(self, mode: str) -> int:
+        """The threads that ran ``mode``'s timing (the cores to charge power for): the compiled kernel
+        runs on one thread; numpy on its BLAS thread setting."""
+        return 1 if mode == "compiled" else int(self.threads_of(mode))
 
     def reps(self, mode: str) -> np.ndarray:
-        """Per-repetition seconds per query of ``mode`` ("single" / "batched") at its chosen thread count."""
-        return np.asarray(self.runs[self.single_threads if mode == "single" else self.batched_threads][mode])
+        """Per-repetition seconds per query of ``mode`` at its faster thread setting (all processes)."""
+        return np.asarray(self.runs[self.threads_of(mode)][mode])
+
+    def proc_reps(self, mode: str) -> list:
+        """Per-process arrays of ``mode``'s repetitions at its faster thread setting."""
+        return [np.asarray(a) for a in self.proc_runs[self.threads_of(mode)][mode]]
+
+    def median_s(self, mode: str) -> float:
+        return float(np.median(self.reps(mode)))
+
+    @property
+    def idle_ok(self) -> bool:
+        """Whether every timing process passed the idle check (NaN: /proc/stat unreadable -> not passed)."""
+        return bool(self.others_busy) and all(b <= IDLE_LIMIT for b in self.others_busy)
+
+
+def _timing(k, d, repeats, results, load_before) -> CpuTiming:
+    threads = sorted({t for r in results for t in r["runs"]})
+    proc_runs = {t: {m: [np.asarray(r["runs"][t][m]) for r in results if t in r["runs"]]
+                     for m in results[0]["runs"][next(iter(results[0]["runs"]))]} for t in threads}
+    runs = {t: {m: np.concatenate(v) for m, v in pr.items()} for t, pr in proc_runs.items()}
+    best = lambda m: min(runs, key=lambda t: np.median(runs[t][m]))  # noqa: E731
+    bs, bb = best("single"), best("batched")
+    comp = float(np.median(runs[best("compiled")]["compiled"])) if "compiled" in runs[bs] else None
+    return CpuTiming(k.shape[0], d, float(np.median(runs[bs]["single"])), float(np.median(runs[bb]["batched"])), repeats,
+                     bs, runs, bs, bb, load_before, machine_load(), proc_runs,
+                     tuple(float(r["others_busy"]) for r in results), comp)
 
 
 def measure_cpu(n: int = 320, d: int = 64, *, n_queries: int = 320, repeats: int = 5, seed: int = 0,
-                q=None, k=None, v=None, thread_counts=(1, None)) -> CpuTiming:
-    """MEASURE exact attention on this machine's CPU (float32 numpy): per query one at a time and
-    batched, for each BLAS thread limit in ``thread_counts`` (None = the library default), with the
-    repetitions interleaved (single, batched, single, ...). Real tensors may be given (q (Q, d), k (n, d),
-    v (n, d)); otherwise Gaussian ones of the same shape (timing does not depend on the values)."""
-    if n < 1 or d < 1 or n_queries < 1 or repeats < 1:
-        raise ValueError("n, d, n_queries and repeats must be >= 1")
+                q=None, k=None, v=None, thread_counts=(1, None), processes: int = 0, compiled: bool = True) -> CpuTiming:
+    """MEASURE exact attention on this machine's CPU (float32): per query one at a time (numpy), batched
+    (numpy) and with the compiled per-query kernel (where a C compiler exists), for each BLAS thread limit in
+    ``thread_counts`` (None = the library default), the repetitions interleaved. ``processes`` = 0 times in
+    this process; k > 0 in k separate processes one after the other (each with its own idle check), so an
+    interval can resample processes. Real tensors may be given (q (Q, d), k (n, d), v (n, d)); otherwise
+    Gaussian ones of the same shape (timing does not depend on the values)."""
+    if n < 1 or d < 1 or n_queries < 1 or repeats < 1 or processes < 0:
+        raise ValueError("n, d, n_queries and repeats must be >= 1 and processes >= 0")
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((n_queries, d)).astype(np.float32) if q is None else np.asarray(q, np.float32)
     k = rng.standard_normal((n, d)).astype(np.float32) if k is None else np.asarray(k, np.float32)
     v = rng.standard_normal((n, d)).astype(np.float32) if v is None else np.asarray(v, np.float32)
     if q.ndim != 2 or k.ndim != 2 or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"need q (Q, d) and k (n, d) of the same width, got {q.shape} and {k.shape}")
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    from threadpoolctl import threadpool_info, threadpool_limits
-
+    lib = compiled_kernel() if compiled else None
     load_before = machine_load()
-    runs = {}
-    for limit in thread_counts:
-        with threadpool_limits(limits=limit):
-            used = max([int(p.get("num_threads", 1)) for p in threadpool_info()] or [1])
-            cpu_exact_batched(q, k, v, scale)  # warm-up
-            single, batched = [], []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                for i in range(q.shape[0]):
-                    cpu_exact_single(q[i], k, v, scale)
-                single.append((time.perf_counter() - t0) / q.shape[0])
-                t0 = time.perf_counter()
-                cpu_exact_batched(q, k, v, scale)
-                batched.append((time.perf_counter() - t0) / q.shape[0])
-            runs[used] = dict(single=np.asarray(single), batched=np.asarray(batched))
-    best_s = min(runs, key=lambda t: np.median(runs[t]["single"]))
-    best_b = min(runs, key=lambda t: np.median(runs[t]["batched"]))
-    return CpuTiming(k.shape[0], q.shape[-1], float(np.median(runs[best_s]["single"])),
-                     float(np.median(runs[best_b]["batched"])), repeats, best_s, runs, best_s, best_b,
-                     load_before, machine_load())
+    if processes == 0:
+        return _timing(k, q.shape[-1], repeats, [time_modes(q, k, v, repeats=repeats, thread_counts=thread_counts,
+                                                            lib_path=lib)], load_before)
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from . import cpu_timing
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in.npz"
+        np.savez(src, q=q, k=k, v=v)
+        tc = ",".join("default" if t is None else str(int(t)) for t in thread_counts)
+        for i in range(processes):
+            dst = Path(tmp) / f"out{i}.json"
+            subprocess.run([sys.executable, cpu_timing.__file__, str(src), str(dst), str(repeats), str(lib or "-"), tc],
+                           check=True, capture_output=True, timeout=600)
+            r = json.loads(dst.read_text())
+            r["runs"] = {int(t): {m: np.asarray(x) for m, x in rr.items()} for t, rr in r["runs"].items()}
+            results.append(r)
+    return _timing(k, q.shape[-1], repeats, results, load_before)
