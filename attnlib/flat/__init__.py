@@ -13,19 +13,21 @@ Subpackage layout:
 from .conventions import (CONVENTIONS, FLAT, FLAT_BATCH, FLAT_SEQS, FULL, FUSEMAX_CLOCK_HZ, SOFTMAX_PASSES,
                           SPILL_PASSES, AttentionShape, Convention, Hardware, combine, convention, energy_j,
                           platform)
-from .dataflows import (DATAFLOWS, GRANULARITIES, STATIONARITIES, Mapping, flat_candidates, flat_cost, flat_eval,
+from .dataflows import (DATAFLOWS, GRANULARITIES, MAP_SPACES, RESIDENCIES, STATIONARITIES, Mapping, flat_candidates, flat_cost, flat_eval,
                         other_layers, search, search_flat, search_flat_opt, search_unfused, unfused_cost)
 from .experiments import (ASSUMPTIONS, FLAT_EVAL_MODELS, FUSEMAX_MODELS, PAPER_SHARE, SCARCE_BUFFERS, SHARE_SEQS,
-                          TABLE4_BUFFERS, at_fusemax_mapping, claim_range, compare, geomean, grid_points, run,
-                          summary, sweep, timed, with_energy)
+                          REPLICA_NAMES, TABLE4_BUFFERS, at_fusemax_mapping, claim_range, compare, geomean,
+                          grid_points, replica_table, run, scenario_tables, speedup_vs_n, summary, sweep, timed,
+                          with_energy, with_replica_traffic)
 from .measured import markdown_table, measure_fused_vs_unfused
 
 __all__ = [
     "CONVENTIONS", "FLAT", "FULL", "FLAT_BATCH", "FLAT_SEQS", "FUSEMAX_CLOCK_HZ", "SOFTMAX_PASSES", "SPILL_PASSES",
     "AttentionShape", "Convention", "Hardware", "combine", "convention", "energy_j", "platform",
-    "DATAFLOWS", "GRANULARITIES", "STATIONARITIES", "Mapping", "flat_candidates", "flat_cost", "flat_eval",
+    "DATAFLOWS", "GRANULARITIES", "MAP_SPACES", "RESIDENCIES", "STATIONARITIES", "Mapping", "flat_candidates", "flat_cost", "flat_eval",
     "other_layers", "search", "search_flat", "search_flat_opt", "search_unfused", "unfused_cost",
     "ASSUMPTIONS", "FLAT_EVAL_MODELS", "FUSEMAX_MODELS", "PAPER_SHARE", "SCARCE_BUFFERS", "SHARE_SEQS",
-    "TABLE4_BUFFERS", "at_fusemax_mapping", "claim_range", "compare", "geomean", "grid_points", "run", "summary",
-    "sweep", "timed", "with_energy", "markdown_table", "measure_fused_vs_unfused",
+    "REPLICA_NAMES", "TABLE4_BUFFERS", "at_fusemax_mapping", "claim_range", "compare", "geomean", "grid_points",
+    "replica_table", "run", "scenario_tables", "speedup_vs_n", "summary", "sweep", "timed", "with_energy",
+    "with_replica_traffic", "markdown_table", "measure_fused_vs_unfused",
 ]

@@ -48,6 +48,16 @@ STATIONARITIES = ("output", "weight", "input")
 _S = {s: i for i, s in enumerate(STATIONARITIES)}
 GRANULARITIES = ("M", "B", "H", "R")
 DATAFLOWS = ("naive", "flex", "flat")
+#: FLAT-Opt's map spaces: "full" searches every (QK, AV) stationarity pair; "replica" only the two pairs the
+#: evaluated FLAT uses, as the FuseMax replica maps it (flat_validation.csv: QK/AV "output/output" and
+#: "weight/weight" in Timeloop's labels, here QK output + AV weight and QK input + AV output): d_head
+#: stays on one side of the array in A.V (or in Q.K^T), so a 256-wide array runs that product at d/256.
+MAP_SPACES = {"full": None, "replica": (("output", "weight"), ("input", "output"))}
+#: FLEX-Opt's logit residency: "layer" (the logits stay on chip only if the whole layer's B*H*N^2 scores
+#: fit: FLEX-Opt is intra-operator, one operator is the whole layer's product), "head" (the operators run
+#: head by head, so one head's N^2 scores must fit: an inter-operator schedule FLEX-Opt's map space does
+#: not have), "off chip" (the logits always go to DRAM, as v7 Table 3's description of FLEX-Opt reads).
+RESIDENCIES = ("layer", "head", "off chip")
 COUNT_KEYS = ("dram_bytes", "sram_bytes", "macs", "exp_ops", "simple_ops")
 
 
@@ -74,6 +84,19 @@ def _stat_index(stat) -> np.ndarray:
             raise ValueError(f"unknown stationarity {sorted(bad)}; known: {', '.join(STATIONARITIES)}")
         return np.vectorize(_S.get)(s).astype(int)
     return s.astype(int)
+
+
+def check_map_space(map_space: str) -> tuple | None:
+    """The allowed (QK, AV) stationarity pairs of ``map_space`` (None: all)."""
+    if map_space not in MAP_SPACES:
+        raise ValueError(f"unknown FLAT map space {map_space!r}; known: {', '.join(MAP_SPACES)}")
+    return MAP_SPACES[map_space]
+
+
+def check_residency(residency: str) -> str:
+    if residency not in RESIDENCIES:
+        raise ValueError(f"unknown FLEX-Opt logit residency {residency!r}; known: {', '.join(RESIDENCIES)}")
+    return residency
 
 
 def buffer_traffic(M, Nc, K, tm, tn, tk, stat):
@@ -255,16 +278,21 @@ def _assemble(shape, hw, o1, o3, resident, conv, overlap, dataflow) -> Mapping:
                    counts=counts, energy_j=float(energy_j(counts, hw, conv)), tile=tile)
 
 
-def search_unfused(shape: AttentionShape, acc, *, dataflow: str = "flex", conv="flat", overlap: float = 1.0) -> Mapping:
+def search_unfused(shape: AttentionShape, acc, *, dataflow: str = "flex", conv="flat", overlap: float = 1.0,
+                   residency: str = "layer") -> Mapping:
     """Naive (fixed weight-stationary tiles) or FLEX-Opt (searched per operator) for the unfused attention.
-    Both try the logits resident on chip (if the whole layer's scores fit next to the tiles) and off chip."""
+    Both try the logits resident on chip and off chip; ``residency`` (`RESIDENCIES`) says what must fit
+    for them to stay: the whole layer's scores ("layer"), one head's ("head"), or nothing ("off chip":
+    always spilled)."""
     if dataflow not in ("naive", "flex"):
         raise ValueError(f"unfused dataflow must be 'naive' or 'flex', got {dataflow!r}")
+    check_residency(residency)
     hw = as_hardware(acc)
     N, d, bh = shape.seq, shape.d_head, shape.bh
+    held = {"layer": shape.scores, "head": N * N, "off chip": None}[residency]
     best = None
-    for resident in (True, False):
-        cap = hw.capacity - (shape.scores if resident else 0)
+    for resident in ((True, False) if held is not None else (False,)):
+        cap = hw.capacity - (held if resident else 0)
         if cap <= 0:
             continue
         o1 = best_gemm(N, N, d, hw, dataflow=dataflow, count=bh, offchip=(True, True, not resident), capacity=cap,
@@ -284,16 +312,18 @@ def search_unfused(shape: AttentionShape, acc, *, dataflow: str = "flex", conv="
 
 
 # ----------------------------------------------------------------------------- FLAT-Opt (fused)
-def flat_candidates(shape: AttentionShape, side: int) -> dict:
+def flat_candidates(shape: AttentionShape, side: int, map_space: str = "full") -> dict:
     """Every FLAT-Opt candidate: granularity (M: all B*H heads, B: H heads, H: one head, R: R < N rows of
     one head) x K/V resident / streamed in chunks of c keys (powers of two up to the array side ``side``)
-    x logits on / off chip x QK and AV stationarity."""
+    x logits on / off chip x QK and AV stationarity (every pair, or the pairs of ``map_space``)."""
+    allowed = check_map_space(map_space)
+    pairs = [(a, b) for a in range(3) for b in range(3)] if allowed is None else [(_S[a], _S[b]) for a, b in allowed]
     N, H, bh = shape.seq, shape.heads, shape.bh
     gr = [(float(bh), float(N)), (float(H), float(N)), (1.0, float(N))] + [(1.0, r) for r in pow2_upto(N) if r < N]
     gr = list(dict.fromkeys(gr))
     kvs = [(1.0, float(N))] + [(0.0, c) for c in pow2_upto(min(N, side))]
     rows = []
-    for (g, R), (kv, c), on, sq, sa in itertools.product(gr, kvs, (1.0, 0.0), range(3), range(3)):
+    for (g, R), (kv, c), on, (sq, sa) in itertools.product(gr, kvs, (1.0, 0.0), pairs):
         rows.append((g, R, kv, c, on, sq, sa))
     a = np.array(rows, dtype=float)
     return dict(g=a[:, 0], rows=a[:, 1], kv_resident=a[:, 2].astype(bool), chunk=a[:, 3],
@@ -369,11 +399,11 @@ def _flat_mapping(shape, hw, conv, ev, i) -> Mapping:
                    energy_j=float(r["energy_j"]), tile=tile)
 
 
-def search_flat(shape: AttentionShape, acc, *, conv="flat", overlap: float = 1.0) -> Mapping:
-    """FLAT-Opt: every candidate of `flat_candidates` evaluated at once; the legal one with the lowest
-    latency (ties: energy, then footprint). Raises ValueError if none fits."""
+def search_flat(shape: AttentionShape, acc, *, conv="flat", overlap: float = 1.0, map_space: str = "full") -> Mapping:
+    """FLAT-Opt: every candidate of `flat_candidates` (in ``map_space``) evaluated at once; the legal one
+    with the lowest latency (ties: energy, then footprint). Raises ValueError if none fits."""
     hw = as_hardware(acc)
-    ev = flat_eval(shape, hw, flat_candidates(shape, hw.side), conv=conv, overlap=overlap)
+    ev = flat_eval(shape, hw, flat_candidates(shape, hw.side, map_space), conv=conv, overlap=overlap)
     if not ev["legal"].any():
         raise ValueError(f"the {hw.capacity * hw.elem_bytes:.0f}-byte buffer of {hw.name} is smaller than the smallest "
                          f"FLAT tile ({ev['fixed_bytes'].min():.0f} bytes: 1 row of 1 head with K/V streamed)")
@@ -405,16 +435,18 @@ def flat_cost(shape: AttentionShape, acc, *, granularity: str = "R", rows: int |
     return _flat_mapping(shape, hw, conv, ev, 0)
 
 
-def search_flat_opt(shape: AttentionShape, acc, *, conv="flat", overlap: float = 1.0) -> Mapping:
+def search_flat_opt(shape: AttentionShape, acc, *, conv="flat", overlap: float = 1.0, map_space: str = "full",
+                    residency: str = "layer") -> Mapping:
     """FLAT-Opt: the inter-operator choice (fuse L and A, or not) searched together with the intra-operator
-    one -- the better of the best fused tile (`search_flat`) and FLEX-Opt's unfused mapping (granularity
-    "unfused"; the fused tile can lose where the buffer is too small for a useful row tile)."""
+    one -- the better of the best fused tile (`search_flat` in ``map_space``) and FLEX-Opt's unfused mapping
+    (with its logit ``residency``; granularity "unfused"; the fused tile can lose where the buffer is too
+    small for a useful row tile)."""
     hw = as_hardware(acc)
     try:
-        fused = search_flat(shape, hw, conv=conv, overlap=overlap)
+        fused = search_flat(shape, hw, conv=conv, overlap=overlap, map_space=map_space)
     except ValueError:
         fused = None
-    unf = search_unfused(shape, hw, dataflow="flex", conv=conv, overlap=overlap)
+    unf = search_unfused(shape, hw, dataflow="flex", conv=conv, overlap=overlap, residency=residency)
     if fused is not None and (fused.latency_s, fused.energy_j) <= (unf.latency_s, unf.energy_j):
         return fused
     tile = dict(unf.tile, granularity="unfused")
@@ -422,13 +454,18 @@ def search_flat_opt(shape: AttentionShape, acc, *, conv="flat", overlap: float =
                    unf.energy_j, tile)
 
 
-def search(dataflow: str, shape: AttentionShape, acc, *, conv="flat", overlap: float = 1.0) -> Mapping:
+def search(dataflow: str, shape: AttentionShape, acc, *, conv="flat", overlap: float = 1.0, map_space: str = "full",
+           residency: str = "layer") -> Mapping:
     """The chosen mapping of ``dataflow`` ("naive", "flex", "flat") for one attention layer ("flat" is
-    FLAT-Opt, `search_flat_opt`)."""
+    FLAT-Opt, `search_flat_opt`, in ``map_space``; FLEX-Opt and FLAT-Opt's unfused fallback keep the
+    logits on chip by ``residency``; Naive keeps them by the layer rule)."""
+    check_map_space(map_space)
+    check_residency(residency)
     if dataflow == "flat":
-        return search_flat_opt(shape, acc, conv=conv, overlap=overlap)
+        return search_flat_opt(shape, acc, conv=conv, overlap=overlap, map_space=map_space, residency=residency)
     if dataflow in ("naive", "flex"):
-        return search_unfused(shape, acc, dataflow=dataflow, conv=conv, overlap=overlap)
+        return search_unfused(shape, acc, dataflow=dataflow, conv=conv, overlap=overlap,
+                              residency=residency if dataflow == "flex" else "layer")
     raise ValueError(f"unknown dataflow {dataflow!r}; known: {', '.join(DATAFLOWS)}")
 
 

@@ -45,9 +45,11 @@ def _hardware(name: str, buffer_bytes, lanes_scale: float, cache: dict) -> Hardw
 
 
 def run(points, *, batch: int = FLAT_BATCH, convs=("flat", "full"), dataflows=DATAFLOWS, overlap: float = 1.0,
-        lanes_scale: float = 1.0, e2e: bool = False) -> pd.DataFrame:
+        lanes_scale: float = 1.0, e2e: bool = False, map_space: str = "full", residency: str = "layer") -> pd.DataFrame:
     """Evaluate ``points`` (iterable of (platform, buffer_bytes or None, model, seq)) under ``convs`` and
-    ``dataflows``; one row per (point, convention, dataflow). With ``e2e`` the other GEMMs of the layer
+    ``dataflows``; one row per (point, convention, dataflow). ``map_space`` is FLAT-Opt's
+    (`dataflows.MAP_SPACES`), ``residency`` FLEX-Opt's logit residency (`dataflows.RESIDENCIES`); both are
+    recorded as columns, with the batch. With ``e2e`` the other GEMMs of the layer
     (`dataflows.other_layers`) are added: columns other_s and e2e_s."""
     rows, cache, other = [], {}, {}
     for plat, buf, model, seq in points:
@@ -55,10 +57,10 @@ def run(points, *, batch: int = FLAT_BATCH, convs=("flat", "full"), dataflows=DA
         shape = AttentionShape.from_model(model, seq, batch)
         for conv in convs:
             for df in dataflows:
-                m = search(df, shape, hw, conv=conv, overlap=overlap)
+                m = search(df, shape, hw, conv=conv, overlap=overlap, map_space=map_space, residency=residency)
                 t = m.tile
                 r = dict(platform=plat, buffer_bytes=float(hw.capacity * hw.elem_bytes), model=model, seq=seq,
-                         convention=conv, dataflow=df, latency_s=m.latency_s, compute_s=m.compute_s,
+                         convention=conv, dataflow=df, batch=batch, map_space=map_space, residency=residency, latency_s=m.latency_s, compute_s=m.compute_s,
                          memory_s=m.memory_s, bound=m.bound, energy_j=m.energy_j,
                          granularity=t["granularity"], rows=t.get("rows", seq), heads_per_tile=t.get("heads_per_tile", 0),
                          kv_resident=t.get("kv_resident", False), logits=t["logits"], spilled=t["spilled"],
@@ -142,13 +144,16 @@ def summary(cmp: pd.DataFrame, *, platform: str, convention: str, seqs=None, buf
 
 
 # ----------------------------------------------------------------------------- assumption sweep
-def sweep(points, *, batch: int = FLAT_BATCH, e2e: bool = False, assumptions=None) -> dict:
+def sweep(points, *, batch: int = FLAT_BATCH, e2e: bool = False, assumptions=None, map_space: str = "full",
+          residency: str = "layer") -> dict:
     """The grid of ``points`` under the default assumptions and with each labelled assumption of
     `ASSUMPTIONS` changed one at a time: {(assumption, value): table}; the default is (None, None).
     Energy scales reuse the default mappings (energies recomputed from the counts); the 1D-array width
-    only changes the full accounting (FLAT's convention gives the softmax unlimited 1D compute)."""
+    only changes the full accounting (FLAT's convention gives the softmax unlimited 1D compute).
+    ``map_space`` and ``residency`` as in `run` (the scenario the assumptions are swept at)."""
     assumptions = ASSUMPTIONS if assumptions is None else assumptions
-    base = run(points, batch=batch, e2e=e2e)
+    sc = dict(map_space=map_space, residency=residency)
+    base = run(points, batch=batch, e2e=e2e, **sc)
     out = {(None, None): base}
     for name, values in assumptions.items():
         for v in values[1:]:
@@ -157,9 +162,9 @@ def sweep(points, *, batch: int = FLAT_BATCH, e2e: bool = False, assumptions=Non
             elif name == "SRAM energy scale":
                 out[(name, v)] = with_energy(base, sram_scale=v)
             elif name == "overlap":
-                out[(name, v)] = run(points, batch=batch, e2e=e2e, overlap=v)
+                out[(name, v)] = run(points, batch=batch, e2e=e2e, overlap=v, **sc)
             elif name == "1D-array width scale":
-                full = run(points, batch=batch, e2e=e2e, convs=("full",), lanes_scale=v)
+                full = run(points, batch=batch, e2e=e2e, convs=("full",), lanes_scale=v, **sc)
                 out[(name, v)] = pd.concat([base[base.convention == "flat"], full], ignore_index=True)
             else:
                 raise ValueError(f"unknown assumption {name!r}; known: {', '.join(ASSUMPTIONS)}")
@@ -252,3 +257,60 @@ def fusemax_crosscheck(rows: dict = None) -> pd.DataFrame:
                         search_latency_s=best.latency_s, search_tile=f"{best.tile['granularity']} R={best.tile['rows']}",
                         search_gain=lat / best.latency_s))
     return pd.DataFrame(out)
+
+
+# ----------------------------------------------------------------------------- the replica's whole table
+#: The replica's rows at N = 512..64K (attnlib/flat/fusemax_flat_validation.csv, written from the shared
+#: reference by scripts/flat_replica_table.py; FPSG-UIUC/micro24-fusemax-artifact, commit f543beb, MIT).
+REPLICA_CSV = __import__("pathlib").Path(__file__).with_name("fusemax_flat_validation.csv")
+#: Our workload names -> the replica's (FlauBERT has TrXL's shape: FuseMax §VI-A).
+REPLICA_NAMES = {"bert-base": "BERT", "trxl": "TrXL", "flaubert": "TrXL", "t5": "T5", "xlm": "XLM"}
+
+
+def replica_table() -> pd.DataFrame:
+    """The replica's rows (platform, model in its names, seq, mapping, mem_traffic bytes, actual_latency s)."""
+    return pd.read_csv(REPLICA_CSV, comment="#")
+
+
+def with_replica_traffic(df: pd.DataFrame, ref: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``df`` (FLAT's convention rows of `run`) with FLAT-Opt's DRAM bytes and energy replaced by the
+    replica's recorded traffic at the same (platform, model, N) -- the "FuseMax replica" option of the
+    traffic-count axis (its energy = traffic x the DRAM energy per bit, FLAT's convention). Raises if a
+    FLAT-Opt row has no replica row (the replica covers the default buffers, batch 64, N 512..64K)."""
+    ref = replica_table() if ref is None else ref
+    key = ref.set_index(["platform", "model", "seq"]).mem_traffic
+    out = df.copy()
+    sel = (out.dataflow == "flat") & (out.convention == "flat")
+    if "batch" in out and (out[sel].batch != FLAT_BATCH).any():
+        raise ValueError(f"the replica's traffic is recorded at batch {FLAT_BATCH} only")
+    if "buffer_bytes" in out and out[sel].buffer_bytes.nunique() > 2:
+        raise ValueError("the replica's traffic is recorded at the platforms' own buffers only")
+    sub = out[sel]
+    idx = list(zip(sub.platform, sub.model.map(lambda m: REPLICA_NAMES.get(m, m)), sub.seq.astype(int)))
+    missing = [k for k in idx if k not in key.index]
+    if missing:
+        raise ValueError(f"no replica row for {missing[0]}; it covers {sorted(set(key.index.get_level_values(0)))} x "
+                         f"{sorted(set(key.index.get_level_values(1)))} x N 512..64K")
+    out.loc[sel, "dram_bytes"] = key.loc[idx].to_numpy(float)
+    out.loc[sel, "energy_j"] = out.loc[sel, "dram_bytes"] * 8 * out.loc[sel, "dram_pj_bit"] * 1e-12
+    return out
+
+
+def scenario_tables(points, *, map_spaces=("replica", "full"), residencies=("layer", "head", "off chip"),
+                    batches=(FLAT_BATCH,), e2e: bool = True, convs=("flat",)) -> dict:
+    """`run` at every (map space, FLEX-Opt residency, batch): {(map_space, residency, batch): table}, for
+    the scenario axes of the claims (FLAT's convention unless ``convs`` says otherwise)."""
+    return {(ms, res, b): run(points, batch=b, e2e=e2e, convs=convs, map_space=ms, residency=res)
+            for ms in map_spaces for res in residencies for b in batches}
+
+
+def speedup_vs_n(df: pd.DataFrame, *, platform: str, convention: str = "flat", baseline: str = "flex",
+                 scope: str = "L+A") -> pd.Series:
+    """Geometric mean over models of FLAT-Opt's speedup over ``baseline`` at each N (scope "L+A" or
+    "end to end")."""
+    c = compare(df, baseline)
+    c = c[(c.platform == platform) & (c.convention == convention)]
+    if c.empty:
+        raise ValueError(f"no rows for platform={platform}, convention={convention}")
+    col = {"L+A": "speedup", "end to end": "e2e_speedup"}[scope]
+    return c.groupby("seq")[col].apply(geomean)
