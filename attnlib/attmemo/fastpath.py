@@ -109,16 +109,24 @@ class FastEncoder:
         else:
             if len(probs) != B:
                 raise ValueError(f"probs list has {len(probs)} rows for a batch of {B}")
+            # row by row on the stored views (no zero-filled (B, H, T, T) tensor, no copies of the maps);
+            # the missed rows together through the exact path, written into the same context tensor
             miss = [b for b in range(B) if probs[b] is None]
-            P = torch.zeros(B, self.H, T, T)
+            ctx = torch.empty(B, self.H, T, self.dh)
             if miss:
                 sub = None if mask is None else mask[miss]
-                P[miss] = self._scores_probs(W, x[miss], sub, len(miss), T)
+                pm = self._scores_probs(W, x[miss], sub, len(miss), T)
+                ctx[miss] = torch.matmul(pm, v[miss])
             for b in range(B):
-                if probs[b] is not None:
-                    L = probs[b].shape[-1]
-                    P[b, :, :L, :L] = probs[b]
-            ctx = torch.matmul(P, v)
+                p = probs[b]
+                if p is None:
+                    continue
+                L = p.shape[-1]
+                if L == T:
+                    torch.matmul(p, v[b], out=ctx[b])
+                else:   # padded row: valid queries attend to valid keys; padded query rows are never read
+                    torch.matmul(p, v[b, :, :L], out=ctx[b, :, :L])
+                    ctx[b, :, L:] = 0.0
         ctx = ctx.transpose(1, 2).reshape(B, T, self.D)
         h = W["ln1"](F.linear(ctx, W["wo"], W["bo"]) + x)
         f = F.linear(F.gelu(F.linear(h, W["w1"], W["b1"])), W["w2"], W["b2"])
