@@ -42,3 +42,4 @@ from .finetune import *  # noqa: F401,F403
 from .finetune import __all__ as _f
 
 __all__ = [*_a, *_c, *_e, *_b, *_f]
+from . import accuracy, paper_claims  # noqa: E402,F401  (used as sp.paper_claims, sp.accuracy)

@@ -11,7 +11,7 @@ from ..hw import reram as rr
 from ..hw.accelerator import Accelerator
 from .algorithm import AnalogConfig, RowStats
 
-__all__ = ["fetch_rows", "CostBreakdown", "baseline_tile", "baseline_cost", "sprint_cost", "map_stats_to_shape",
+__all__ = ["RESIDENCY", "fetch_rows", "CostBreakdown", "baseline_tile", "baseline_cost", "sprint_cost", "map_stats_to_shape",
            "compare", "compare_draws", "sprint_cost_draws", "ENERGY_PARTS", "CONFIGS",
            "CONFIG_SPEEDUPS", "sprint_hardware", "MACS_PER_CORELET", "MAIN_MEMORY_BANDWIDTH"]
 
@@ -80,9 +80,13 @@ def _baseline_streamed_rows(T: int, bq: int, resident: int, causal: bool) -> flo
     return float(fetched.sum())
 
 
+RESIDENCY = ("none", "rows", "query-tiled")
+
+
 def baseline_cost(acc: Accelerator, *, layers: int, heads: int, seq_len: int, d_head: int, causal: bool = False,
                   bpe: float | None = None, query_tile: int | None = None,
-                  keep_fraction: float | None = None) -> CostBreakdown:
+                  keep_fraction: float | None = None, residency: str = "rows", fixed_traffic: bool = True,
+                  memory_pj_per_bit: tuple[float, float] | None = None) -> CostBreakdown:
     """A conventional digital accelerator (same buffer) computing exact attention for one sequence.
 
     Per head: Q read once, O written once, K and V written once after projection (compulsory, as in
@@ -96,7 +100,26 @@ def baseline_cost(acc: Accelerator, *, layers: int, heads: int, seq_len: int, d_
     ``keep_fraction``: runtime pruning AFTER the fetch (LeOPArd / SpAtten-style accelerators, the
     paper's motivation): every K/V row is still fetched and every score computed, but softmax and the
     weighted sum of values run over the kept fraction only (one compare per score is added).
+
+    ``residency``: "rows" (buffer space left after the tile's Q/O rows and the staging holds K/V rows
+    that stay on chip across tiles: pinned rows, which for a full scan fetch as few rows as optimal
+    replacement), "none" (nothing stays on chip across tiles: every tile streams every K/V row it
+    needs, as the paper describes earlier runtime-pruning accelerators that fetch all keys and values),
+    or "query-tiled" (rows resident AND the traffic-minimising query tile; ``query_tile`` must be None).
+    ``fixed_traffic=False`` drops the compulsory main-memory traffic both designs pay (K/V written once
+    after projection, Q read, O written) from bytes, time and energy (an accounting choice).
+    ``memory_pj_per_bit`` (read, write): the baseline's main memory on another technology (e.g. DRAM),
+    energy only (the same bandwidth).
     """
+    if residency not in RESIDENCY:
+        raise ValueError(f"unknown residency {residency!r}; known: {', '.join(RESIDENCY)}")
+    label = residency
+    if residency == "query-tiled":
+        if query_tile is not None:
+            raise ValueError("residency 'query-tiled' picks its own query tile (query_tile must be None)")
+        residency = "rows"
+    elif query_tile is None and residency == "none":
+        query_tile = 1
     bpe = acc.bytes_per_element if bpe is None else bpe
     if keep_fraction is not None and not 0 < keep_fraction <= 1:
         raise ValueError(f"keep_fraction must lie in (0, 1], got {keep_fraction}")
@@ -104,7 +127,7 @@ def baseline_cost(acc: Accelerator, *, layers: int, heads: int, seq_len: int, d_
     kv_row = _kv_row_bytes(d_head, bpe)
     cap = acc.buffer.capacity_bytes
     max_bq = baseline_tile(cap, d_head, bpe)
-    resident_of = lambda b: int(max(0.0, cap - 2 * kv_row - b * 2 * d_head * bpe) // kv_row)
+    resident_of = lambda b: 0 if residency == "none" else int(max(0.0, cap - 2 * kv_row - b * 2 * d_head * bpe) // kv_row)
     if query_tile is None:
         cands = sorted(set([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, max_bq, min(max_bq, T)]))
         cands = [b for b in cands if 1 <= b <= min(max_bq, T)]
@@ -117,22 +140,31 @@ def baseline_cost(acc: Accelerator, *, layers: int, heads: int, seq_len: int, d_
     resident = resident_of(bq)
     streamed = _baseline_streamed_rows(T, bq, resident, causal)
     scores = T * (T + 1) / 2 if causal else float(T * T)
-    dram_bytes = streamed * kv_row + T * kv_row + 2 * T * d_head * bpe  # stream + K/V write + Q read/O write
-    dram_writes = T * kv_row + T * d_head * bpe
+    fixed = (T * kv_row + 2 * T * d_head * bpe) if fixed_traffic else 0.0   # K/V write + Q read/O write
+    dram_bytes = streamed * kv_row + fixed
+    dram_writes = (T * kv_row + T * d_head * bpe) if fixed_traffic else 0.0
     kf = 1.0 if keep_fraction is None else float(keep_fraction)
     macs = scores * d_head * (1 + kf)
     vec = 3 * scores * kf + (scores if keep_fraction is not None else 0.0)
     sram_bytes = streamed * kv_row + macs * bpe  # fills + one operand per MAC
     per_head_t = max(acc.compute.time_s(macs), acc.vector.time_s(vec), acc.dram.time_s(dram_bytes))
     n = layers * heads
+    if memory_pj_per_bit is None:
+        e_mem = acc.dram.energy_j(dram_bytes - dram_writes, dram_writes)
+    else:
+        rd, wr = (float(x) for x in memory_pj_per_bit)
+        if rd <= 0 or wr <= 0:
+            raise ValueError(f"memory_pj_per_bit needs positive (read, write) energies, got {memory_pj_per_bit}")
+        e_mem = 8e-12 * (rd * (dram_bytes - dram_writes) + wr * dram_writes)
     energy = {
-        "DRAM": n * acc.dram.energy_j(dram_bytes - dram_writes, dram_writes),
+        "DRAM": n * e_mem,
         "SRAM": n * acc.buffer.energy_j(sram_bytes),
         "digital compute": n * (acc.compute.energy_j(macs) + acc.vector.energy_j(vec)),
         "in-memory thresholding": 0.0,
     }
     return CostBreakdown(time_s=n * per_head_t, energy=energy, traffic_bytes=n * dram_bytes, macs=n * macs,
-                         detail=dict(query_tile=bq, resident_rows=resident, streamed_rows=streamed, scores=n * scores))
+                         detail=dict(query_tile=bq, resident_rows=resident, streamed_rows=streamed, scores=n * scores,
+                                     residency=label))
 
 
 def _unit_weights(n_units: int, heads: int, n_resamples: int | None, seed) -> np.ndarray:
@@ -148,7 +180,7 @@ def _unit_weights(n_units: int, heads: int, n_resamples: int | None, seed) -> np
 
 def _sprint_totals(acc: Accelerator, stats: list[RowStats], W: np.ndarray, *, heads: int, d_head: int,
                    xbar: rr.CrossbarSpec, cfg: AnalogConfig, bpe: float, reuse: bool, include_writes: bool,
-                   readout: str, parallel_queries: int, fetched_of=None) -> dict:
+                   readout: str, parallel_queries: int, fetched_of=None, fixed_traffic: bool = True) -> dict:
     """Time, energy components, traffic, MACs, kept and allowed pairs of every layer for each row of
     the unit weights ``W`` (B, U): arrays (B,). Energies and digital times are linear in the per-unit
     counts, so a weighted sum over units is exact; per layer the time is the max of crossbar, digital
@@ -173,7 +205,12 @@ def _sprint_totals(acc: Accelerator, stats: list[RowStats], W: np.ndarray, *, he
         allowed = st.allowed.astype(np.float64).sum(-1).reshape(-1)
         t_dig_u = np.maximum(acc.compute.time_s(2 * kept * d_head), acc.vector.time_s(3 * kept))
         F, K, A = W @ fetched, W @ kept, W @ allowed
-        dram_bytes = F * kv_row + heads * (T * kv_row + 2 * T * d_head * bpe)   # survivors + K/V write + Q/O
+        # the keys' `key_bits` MSBs are written once, as crossbar cells (charged in "in-memory thresholding"),
+        # so main memory gets the rest of each key, the values, Q (read) and O (written)
+        msb = d_head * cfg.key_bits / 8.0
+        fixed_w = heads * (T * (kv_row - msb) + T * d_head * bpe) if fixed_traffic else 0.0
+        fixed = fixed_w + (heads * T * d_head * bpe if fixed_traffic else 0.0)
+        dram_bytes = F * kv_row + fixed                                           # survivors + fixed traffic
         macs = 2 * K * d_head
         sram_bytes = F * kv_row + macs * bpe
         sc = rr.scoring_cost(T, float(allowed.mean()), d_head, key_bits=cfg.key_bits, query_bits=cfg.query_bits,
@@ -181,7 +218,7 @@ def _sprint_totals(acc: Accelerator, stats: list[RowStats], W: np.ndarray, *, he
         e_xbar = heads * sc.energy_j + (heads * rr.write_energy_j(T, d_head, key_bits=cfg.key_bits, spec=xbar,
                                                                    copies=parallel_queries) if include_writes else 0.0)
         out["time"] += np.maximum(np.maximum(sc.time_s, W @ t_dig_u), t_byte * dram_bytes)
-        writes = heads * (T * kv_row + T * d_head * bpe)                  # K/V written once, O written
+        writes = fixed_w                                                  # K LSBs and V written once, O written
         out["DRAM"] += s_dram * (dram_bytes - writes) + s_write * writes
         out["SRAM"] += s_sram * sram_bytes
         out["digital compute"] += acc.compute.energy_j(1.0) * macs + acc.vector.energy_j(1.0) * 3 * K
@@ -200,7 +237,8 @@ ENERGY_PARTS = ("DRAM", "SRAM", "digital compute", "in-memory thresholding")
 def sprint_cost(acc: Accelerator, stats: list[RowStats], *, heads: int, d_head: int,
                 xbar: rr.CrossbarSpec, cfg: AnalogConfig = AnalogConfig(), causal: bool = False,
                 bpe: float | None = None, reuse: bool = True, include_writes: bool = True,
-                readout: str = "comparator", parallel_queries: int = 1, fetched_of=None) -> CostBreakdown:
+                readout: str = "comparator", parallel_queries: int = 1, fetched_of=None,
+                fixed_traffic: bool = True) -> CostBreakdown:
     """SPRINT on the same digital datapath and buffer, driven by MEASURED per-query keep statistics.
 
     stats: one `RowStats` per layer (arrays (N, H_real, T)). Each of the target model's ``heads`` heads
@@ -212,6 +250,9 @@ def sprint_cost(acc: Accelerator, stats: list[RowStats], *, heads: int, d_head: 
     (2 x kept x d MACs, 3 softmax ops per survivor). The crossbars of every head of a layer work in
     parallel with the digital side (pipelined: per layer the time is the max of crossbar, compute and
     transfer time). `sprint_cost_draws` gives the same quantities over bootstrap resamples of the units.
+    Main-memory writes: each key's ``cfg.key_bits`` MSBs are programmed into the crossbar (cell writes,
+    charged once there), the key's other bits, V and O go to main memory; ``fixed_traffic=False`` drops
+    that compulsory main-memory traffic (and the Q reads), as `baseline_cost` does.
     """
     bpe = acc.bytes_per_element if bpe is None else bpe
     if not stats:
@@ -220,7 +261,7 @@ def sprint_cost(acc: Accelerator, stats: list[RowStats], *, heads: int, d_head: 
     W = _unit_weights(n_seq * h_real, heads, None, None)
     t = _sprint_totals(acc, stats, W, heads=heads, d_head=d_head, xbar=xbar, cfg=cfg, bpe=bpe, reuse=reuse,
                        include_writes=include_writes, readout=readout, parallel_queries=parallel_queries,
-                       fetched_of=fetched_of)
+                       fetched_of=fetched_of, fixed_traffic=fixed_traffic)
     return CostBreakdown(time_s=float(t["time"][0]), energy={k: float(t[k][0]) for k in ENERGY_PARTS},
                          traffic_bytes=float(t["traffic"][0]), macs=float(t["macs"][0]),
                          detail=dict(keep_fraction=float(t["kept"][0] / max(1.0, t["allowed"][0])),
@@ -230,7 +271,7 @@ def sprint_cost(acc: Accelerator, stats: list[RowStats], *, heads: int, d_head: 
 def sprint_cost_draws(acc: Accelerator, stats: list[RowStats], *, heads: int, d_head: int, xbar: rr.CrossbarSpec,
                       cfg: AnalogConfig = AnalogConfig(), n_resamples: int = 2000, seed=0, bpe: float | None = None,
                       reuse: bool = True, include_writes: bool = True, readout: str = "comparator",
-                      parallel_queries: int = 1, fetched_of=None) -> tuple[np.ndarray, np.ndarray]:
+                      parallel_queries: int = 1, fetched_of=None, fixed_traffic: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(time_s, energy_j), arrays (n_resamples,), of `sprint_cost` over bootstrap resamples of the
     measured (sequence, head) units. A unit is one (sequence, head) pair; the SAME resampled units are
     used in every layer (a sequence or head position that prunes little does so in every layer it
@@ -245,7 +286,7 @@ def sprint_cost_draws(acc: Accelerator, stats: list[RowStats], *, heads: int, d_
     W = _unit_weights(n_seq * h_real, heads, n_resamples, seed)
     t = _sprint_totals(acc, stats, W, heads=heads, d_head=d_head, xbar=xbar, cfg=cfg, bpe=bpe, reuse=reuse,
                        include_writes=include_writes, readout=readout, parallel_queries=parallel_queries,
-                       fetched_of=fetched_of)
+                       fetched_of=fetched_of, fixed_traffic=fixed_traffic)
     return t["time"], sum(t[k] for k in ENERGY_PARTS)
 
 
