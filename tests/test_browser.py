@@ -44,6 +44,7 @@ from pathlib import Path
 import pytest
 
 from attnlib.paths import repo_root
+from attnlib.scorecard import MAX_FIGURE_PX
 
 NOTEBOOK = "00_primer"
 WAIT_S = 180
@@ -330,6 +331,9 @@ ready.then(() => {
         interactive: document.querySelectorAll('.attnlib-interactive').length,
         params: document.querySelectorAll('.celltag_parameters').length,
         injected: document.querySelectorAll('.celltag_injected-parameters').length,
+        verdicts: document.querySelectorAll('p.verdict').length,
+        scorecard_px: [...document.querySelectorAll('img')].filter(i => /scorecard\.png$/.test(i.src))
+                        .map(i => i.naturalHeight),
         height: document.documentElement.scrollHeight});
 }, err => done({error: String(err)}));
 """
@@ -404,6 +408,9 @@ def test_site_works_offline_in_a_real_browser(tmp_path):
         primer = states["copy/site/00_primer.html"]
         assert primer["math"] > 0 and primer["interactive"] == 1           # its slider is labelled
         assert primer["params"] == 1 and primer["injected"] == 0           # one parameters cell
+        index = states["copy/site/index.html"]
+        assert index["verdicts"] == 5                                      # one generated verdict per paper
+        assert index["scorecard_px"] and max(index["scorecard_px"]) <= MAX_FIGURE_PX  # fits a screen
         prefix = "repo/site" if not old else "copy/site"
         for page, shot in (("index.html", "site-index"), ("99_scorecard.html", "site-scorecard")):
             browser.resize(1400, 1000)

@@ -382,9 +382,12 @@ class Recorder:
                               claims=[_record(c) for c in self.claims], values=self.values))
 
     def save(self) -> Path:
+        """Write ``results/<notebook>.json``; the path returned displays as nothing in a notebook."""
+        from ..plotting import SavedFigure
+
         path = results_dir() / f"{self.notebook}.json"
         atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode())
-        return path
+        return SavedFigure(path)
 
     @property
     def smoke(self) -> bool:
