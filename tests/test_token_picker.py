@@ -3,6 +3,7 @@ adversarial and real captured tensors), the readable and vectorised versions agr
 and hardware models obey their closed forms."""
 from __future__ import annotations
 
+import math
 
 import numpy as np
 import pytest
@@ -345,6 +346,155 @@ def test_gqa_union_counts(estimator):
     assert np.all(res.kv_n_values.numpy() >= res.n_kept.numpy().reshape(1, 2, 3, 30).max(2))
 
 
+# ----------------------------------------------------------------------------- the fast path (issue 25)
+def _paper_per_head(q, k, cfg, scale, mask, thresholds):
+    """The paper estimator as `token_pick` computed it before the GQA-shared fast path (issue 25): every
+    query head against its own copy of the keys through the public `chunk_score_bounds`, the additive
+    float mask (<= -1e4 forbids) as bias / -inf, one threshold at a time. Returns per threshold the
+    (kept, chunks) masks (B, H, Tq, Tk)."""
+    k_int, k_step = tp.quantize(torch.as_tensor(k), cfg.k_bits)
+    lowers, uppers = tp.chunk_score_bounds(torch.as_tensor(q).double(), k_int, k_step, scale, cfg)
+    mask = torch.as_tensor(mask, dtype=torch.float64).expand(lowers[0].shape)
+    allowed = mask > -1e4
+    add = torch.where(allowed, mask, -math.inf)
+    lowers = [x + add for x in lowers]
+    uppers = [x + add for x in uppers[:-1]] + [lowers[-1]]
+    top = lowers[-1].amax(-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    e_low = [torch.exp(x - top) for x in lowers]
+    res = []
+    for t in thresholds:
+        lam = math.log(t * (1 - cfg.margin))
+        alive, cur = allowed.clone(), e_low[0]
+        chunks = torch.zeros(alive.shape, dtype=torch.int8)
+        for m in range(cfg.n_chunks):
+            if m > 0:
+                cur = torch.where(alive, e_low[m], cur)
+            chunks += alive                      # chunk m + 1 read by the survivors
+            alive &= uppers[m] >= top + torch.log(cur.sum(-1, keepdim=True)) + lam
+        pick = torch.zeros_like(alive).scatter_(-1, cur.argmax(-1, keepdim=True), True)
+        pick &= (allowed.any(-1) & ~alive.any(-1))[..., None]
+        res.append((alive | pick, torch.where(pick, torch.full_like(chunks, cfg.n_chunks), chunks)))
+    return res
+
+
+def _smollm2_shaped(context, rows, seed, dtype=torch.float64):
+    """SmolLM2-135M-shaped decode inputs (9 query heads, 3 KV heads repeated, d_head 64): the last
+    ``rows`` positions of a causal ``context``-token window, a sink-like first token."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(1, 9, rows, 64, generator=g, dtype=torch.float64) * 2
+    k = torch.randn(1, 3, context, 64, generator=g, dtype=torch.float64)
+    k[:, :, 0] *= 4
+    v = torch.randn(1, 3, context, 64, generator=g, dtype=torch.float64)
+    k, v = (x.repeat_interleave(3, 1).to(dtype) for x in (k, v))
+    pos = torch.arange(context - rows, context)
+    mask = torch.where(torch.arange(context)[None, :] <= pos[:, None], 0.0, float("-inf"))[None, None]
+    return q.to(dtype), k, v, mask
+
+
+def _assert_equals_per_head(q, k, v, mask, scale, thresholds):
+    cfg = tp.PickerConfig()
+    want = _paper_per_head(q, k, cfg, scale, mask, thresholds)
+    kw = dict(mask=mask, scale=scale, kv_groups=3, thresholds=thresholds)
+    masks = tp.token_pick(q, k, v, cfg, return_masks=True, **kw)
+    counts = tp.token_pick(q, k, v, cfg, compute_output=False, **kw)  # the mask-free counting path
+    for (kept, chunks), r, c in zip(want, masks, counts):
+        assert torch.equal(r.kept, kept) and torch.equal(r.chunks, chunks)
+        ch_kv = chunks.view(1, 3, 3, *chunks.shape[2:]).amax(2)
+        expect = dict(n_kept=kept.sum(-1), key_chunks=chunks.sum(-1, dtype=torch.int64), n_full=(chunks == cfg.n_chunks).sum(-1),
+                      kv_key_chunks=ch_kv.sum(-1, dtype=torch.int64), kv_n_full=(ch_kv == cfg.n_chunks).sum(-1),
+                      kv_n_values=kept.view(1, 3, 3, *kept.shape[2:]).any(2).sum(-1))
+        for f, e in expect.items():
+            assert torch.equal(getattr(r, f), e.double()), f
+            assert torch.equal(getattr(c, f), e.double()), f
+        for f in ("pruned_mass", "n_oracle", "n_context"):
+            assert torch.equal(getattr(r, f), getattr(c, f)), f
+    return masks
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_gqa_fast_path_equals_the_per_head_computation(dtype):
+    """Keys repeated over a GQA group are quantised and bounded once per KV head (one batched matmul for
+    the group's rows): the kept tokens, chunks read and every count are identical to the per-head
+    computation, at thresholds from mild to the keep-one fallback, in float64 and float32 inputs."""
+    q, k, v, mask = _smollm2_shaped(1024, 8, seed=61, dtype=dtype)
+    res = _assert_equals_per_head(q, k, v, mask, 1 / 8, [1e-4, 3e-4, 1e-3, 1e-2, 0.3])
+    assert 0 < float(res[1].n_kept.sum()) < float(res[1].n_context.sum())  # pruning is exercised
+    assert float(res[-1].n_kept.sum()) == 72                              # one token per row (fallback)
+    # outputs: the per-KV-head value matmul against the quantised-value dense softmax over the kept tokens
+    out = tp.token_pick(q, k, v, tp.PickerConfig(threshold=3e-4), mask=mask, scale=1 / 8, kv_groups=3, return_masks=True)
+    s = tp.quantised_scores(q, k, 1 / 8, tp.PickerConfig()).masked_fill(~out.kept, -math.inf)
+    vi, vs = tp.quantize(v, 12)
+    np.testing.assert_allclose(out.out.numpy(), (torch.softmax(s, -1) @ (vi * vs)).numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_gqa_fast_path_with_unshared_heads_bias_and_batches():
+    """Heads of a group that do NOT share keys fall back to one key head per query head; an additive
+    bias and several batch items go through the same block code."""
+    q, k, v, mask = _smollm2_shaped(300, 5, seed=67)
+    k = k.clone(); k[:, 4] += 0.01                                        # group 1 no longer shares keys
+    bias = mask + torch.linspace(-2, 0, 300)                              # a non-zero additive bias
+    q2, k2, v2 = (torch.cat([x, x.flip(2)], 0) for x in (q, k, v))        # two batch items
+    for qq, kk, vv in ((q, k, v), (q2, k2, v2)):
+        cfg = tp.PickerConfig()
+        want = _paper_per_head(qq, kk, cfg, 0.125, bias, [1e-3, 3e-2])
+        for (kept, chunks), r in zip(want, tp.token_pick(qq, kk, vv, cfg, mask=bias, scale=0.125, kv_groups=3,
+                                                         thresholds=[1e-3, 3e-2], return_masks=True)):
+            assert torch.equal(r.kept, kept) and torch.equal(r.chunks, chunks)
+
+
+def test_quantize_torch_equals_numpy_and_takes_huge_finite_values():
+    x = np.random.default_rng(71).normal(size=(4, 30, 16)) * 5
+    x[1, 3] = 0.0
+    for bits in (4, 8, 12):
+        ti, ts = tp.quantize(torch.as_tensor(x), bits)
+        ni, ns = tp.quantize(x, bits)
+        np.testing.assert_array_equal(ti.numpy(), ni)
+        np.testing.assert_array_equal(ts.numpy(), ns)
+    huge = torch.full((2, 64), 1e308, dtype=torch.float64)               # the sum overflows; still finite
+    ints, step = tp.quantize(huge, 12)
+    assert bool((ints == 2047).all()) and bool(torch.isfinite(step).all())
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x_bad = torch.zeros(3, 8); x_bad[1, 2] = bad
+        with pytest.raises(ValueError, match="NaN or inf"):
+            tp.quantize(x_bad, 8)
+
+
+@pytest.mark.parametrize("estimator", tp.ESTIMATORS)
+def test_non_finite_keys_and_values_are_rejected(estimator):
+    """k is checked by its quantisation (also when only the unique heads of a GQA group are quantised:
+    a NaN in one copy unshares the group, an inf sits in every copy), v there or, when no output is
+    computed, up front."""
+    q, k, v, mask = _smollm2_shaped(40, 4, seed=79)
+    cfg = tp.PickerConfig(estimator=estimator)
+    kw = dict(mask=mask, kv_groups=3)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for heads in ([4], [3, 4, 5]):                 # one copy of KV head 1, or all its copies
+            k_bad = k.clone(); k_bad[0, heads, 17, 5] = bad
+            for co in (True, False):
+                with pytest.raises(ValueError, match="k contains NaN or inf"):
+                    tp.token_pick(q, k_bad, v, cfg, compute_output=co, **kw)
+            v_bad = v.clone(); v_bad[0, heads, 3, 0] = bad
+            for co in (True, False):
+                with pytest.raises(ValueError, match="v contains NaN or inf"):
+                    tp.token_pick(q, k, v_bad, cfg, compute_output=co, **kw)
+
+
+def test_token_pick_runs_single_threaded_and_restores_the_thread_count():
+    q, k, v = _rand(H=3, T=16, seed=73)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for est in tp.ESTIMATORS:
+            tp.token_pick(q, k, v, tp.PickerConfig(estimator=est), causal=True)
+            assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="NaN or inf"):
+            tp.token_pick(q * np.nan, k, v, tp.PickerConfig())
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 # ----------------------------------------------------------------------------- traffic and hardware
 def test_traffic_threshold_zero_equals_dense_and_bounds():
     q, k, v = _rand(H=3, T=40, d=64, seed=19)
@@ -518,3 +668,21 @@ def test_guarantee_on_real_captured_tensors(estimator):
                             mask=cap.mask, scale=cap.scale)
         exact = (cap.probs.double() @ cap.v.double()).numpy()
         assert np.abs(res.out.numpy() - exact).max() < 0.05 * max(1.0, np.abs(exact).max())
+
+
+@pytest.mark.models
+def test_gqa_fast_path_equals_the_per_head_computation_on_real_tensors():
+    """The same pin as `test_gqa_fast_path_equals_the_per_head_computation` on one real SmolLM2 layer
+    (Brown text, 512 tokens, the last 8 rows as decode steps; float32 tensors as the model hands them)."""
+    from attnlib import data, evaluate, models
+
+    try:
+        rm = models.load_decoder("smollm2")
+    except models.ModelFilesMissing as err:
+        pytest.skip(str(err))
+    win = evaluate.text_windows(rm, data.load_text("brown"), 512, 1, seed=3)
+    cap = models.capture(rm, {"input_ids": torch.tensor(win)}, layers=[14])[0]
+    assert rm.n_heads // rm.n_kv_heads == 3
+    rows = torch.arange(504, 512)
+    res = _assert_equals_per_head(cap.q[:, :, rows], cap.k, cap.v, cap.mask[:, :, rows], cap.scale, [3e-4, 1e-3, 1e-2])
+    assert float(res[0].n_kept.sum()) < float(res[0].n_context.sum())

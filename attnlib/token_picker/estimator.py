@@ -32,7 +32,10 @@ denominator and prune again; after the last chunk the bound uses the exact score
 are fetched and the output is the softmax over the kept tokens. If the threshold exceeds 1/n every
 token of a row may be pruned (all probabilities can be below it); then the token with the largest
 lower bound is kept (its remaining chunks and value fetched) so the output is defined. Vectorised over
-tokens: each stage is a handful of tensor operations over (rows x tokens).
+tokens: each stage is a handful of tensor operations over (rows x tokens). Keys repeated over the query
+heads of a GQA group are quantised and bounded once per KV head (one matmul per bound for all the
+group's rows); every bound, denominator and decision is the same floating-point computation as per
+head (tests pin kept tokens and counts against a per-head implementation, bit for bit).
 
 The sequential estimator (``estimator="sequential"``, the alternative row)
 --------------------------------------------------------------------------
@@ -54,7 +57,9 @@ dropped per row is below (number pruned) * threshold.
 Implementations: `pick_reference` (sequential) and `pick_reference_paper` (one head, one step, plain
 loops, readable, never overflow) and `token_pick` (vectorised with torch over batch x heads x query
 rows, dispatching on ``cfg.estimator``; a teacher-forced forward with a causal mask is a batch of
-decode steps: row i is decode step i). Reference and vectorised versions agree exactly (tested).
+decode steps: row i is decode step i; float64, one torch thread: on 2 shared cores a second intra-op
+thread made the many short operations slower under load, issue 25). Reference and vectorised versions
+agree exactly (tested).
 `token_pick` also counts the ORACLE: tokens whose exact probability is at or above the threshold (what
 a perfect estimator would keep).
 """
@@ -142,6 +147,30 @@ class PickerConfig:
 
 
 # ----------------------------------------------------------------------------- quantisation
+def _all_finite(x: torch.Tensor) -> bool:
+    """No NaN or inf in ``x``: one reduction (a NaN or inf makes the sum non-finite); only a sum that
+    overflows on huge finite values falls back to the elementwise test, so the answer is always exact."""
+    if not x.is_floating_point() or x.numel() == 0:
+        return True
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+
+
+def _quantize_torch(x: torch.Tensor, bits: int, error: str):
+    """`quantize` of a torch tensor; raises ValueError(error) when x holds NaN or inf, seen in the
+    per-row max |x| (a NaN propagates through aminmax and maximum, an inf is the max): no extra pass."""
+    qmax = 2 ** (bits - 1) - 1
+    x = x.to(torch.float64)
+    if x.shape[-1]:  # max |x| as max(-min, max): one pass, no |x| copy (negation is exact)
+        lo, hi = torch.aminmax(x, dim=-1, keepdim=True)
+        amax = torch.maximum(lo.neg_(), hi)
+        if not bool(torch.isfinite(amax).all()):
+            raise ValueError(error)
+    else:
+        amax = x.abs().amax(dim=-1, keepdim=True)
+    step = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
+    return torch.div(x, step).round_().clamp_(-qmax, qmax), step  # in place: the same values, fewer passes
+
+
 def quantize(x, bits: int):
     """Symmetric per-row (last axis) quantisation: returns (integers as float64, step (..., 1)).
 
@@ -150,12 +179,7 @@ def quantize(x, bits: int):
     """
     qmax = 2 ** (bits - 1) - 1
     if isinstance(x, torch.Tensor):
-        x = x.to(torch.float64)
-        if not torch.isfinite(x).all():
-            raise ValueError("cannot quantise NaN or inf")
-        amax = x.abs().amax(dim=-1, keepdim=True)
-        step = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
-        return torch.clamp(torch.round(x / step), -qmax, qmax), step
+        return _quantize_torch(x, bits, "cannot quantise NaN or inf")
     x = np.asarray(x, dtype=np.float64)
     if not np.all(np.isfinite(x)):
         raise ValueError("cannot quantise NaN or inf")
@@ -525,8 +549,12 @@ def _lse_last(x: torch.Tensor) -> torch.Tensor:
     return m_safe + torch.log(torch.exp(x - m_safe[..., None]).sum(-1))
 
 
-def _validate(q, k, v, cfg, mask, causal, scale, kv_groups, tile):
-    """Shared input checks of both estimators; returns (q, k, v, scale, kv_groups, allowed, bias)."""
+def _validate(q, k, v, cfg, mask, causal, scale, kv_groups, tile, compute_output=True):
+    """Shared input checks of both estimators; returns (q, k, v, scale, kv_groups, allowed, bias).
+
+    NaN / inf: q is checked here; k by its quantisation (every estimator quantises it, see
+    `_quantize_torch`: the same error, no extra pass over the largest input), v likewise when the
+    output is computed, else here."""
     if not isinstance(cfg, PickerConfig):
         raise ValueError(f"cfg must be a PickerConfig, got {type(cfg).__name__}")
     q, k, v = (torch.as_tensor(t) for t in (q, k, v))
@@ -542,8 +570,8 @@ def _validate(q, k, v, cfg, mask, causal, scale, kv_groups, tile):
     if isinstance(tile, bool) or int(tile) != tile or tile < 1:
         raise ValueError(f"tile must be a positive integer, got {tile}")
     scale = check_scale(scale, d)
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not torch.isfinite(t).all():
+    for name, t in (("q", q),) + (() if compute_output else (("v", v),)):
+        if not _all_finite(t):
             raise ValueError(f"{name} contains NaN or inf")
     allowed, bias = _allowed_and_bias(mask, causal, Tq, Tk, B, H)
     if kv_groups > 1 and allowed.shape[1] > 1:
@@ -567,21 +595,25 @@ def token_pick(q, k, v, cfg: PickerConfig, *, mask=None, causal: bool = False, s
     `pick_reference_sequential`; t > 1 models t tokens in flight: still a valid bound, fewer prunes).
     ``thresholds``: a list of thresholds evaluated in one pass (returns a list of PickResult;
     ``cfg.threshold`` is then ignored). ``max_elements`` bounds the working set (tokens x rows x
-    chunks per block of KV heads). Computation in float64 on the CPU. The sequential scan runs torch
-    single-threaded (many small operations are faster without thread hand-offs on 2 shared cores).
+    chunks per block of KV heads; the paper estimator uses blocks of at most 1e6). Computation in
+    float64 on the CPU, torch single-threaded for both estimators whatever the caller's thread count
+    (restored afterwards): many short memory-bound operations gain little from a second thread and
+    lose badly when other jobs hold the cores (issue 25: 831 ms on two threads under load, 120 ms on
+    one). NaN / inf in q, k or v raise ValueError.
     """
-    q, k, v, scale, kv_groups, allowed, bias = _validate(q, k, v, cfg, mask, causal, scale, kv_groups, tile)
-    if thresholds is not None:
-        thresholds = [float(t) for t in thresholds]
-        if not thresholds:
-            raise ValueError("thresholds must be a non-empty list")
-        for t in thresholds:  # PickerConfig checks each value
-            replace(cfg, threshold=t)
-    kw = dict(scale=scale, kv_groups=kv_groups, return_masks=return_masks, thresholds=thresholds,
-              compute_output=compute_output, max_elements=max_elements, allowed=allowed, bias=bias)
-    if cfg.estimator == "paper":
-        return _token_pick_paper(q, k, v, cfg, **kw)
     with torch_threads(1):
+        q, k, v, scale, kv_groups, allowed, bias = _validate(q, k, v, cfg, mask, causal, scale, kv_groups, tile,
+                                                             compute_output)
+        if thresholds is not None:
+            thresholds = [float(t) for t in thresholds]
+            if not thresholds:
+                raise ValueError("thresholds must be a non-empty list")
+            for t in thresholds:  # PickerConfig checks each value
+                replace(cfg, threshold=t)
+        kw = dict(scale=scale, kv_groups=kv_groups, return_masks=return_masks, thresholds=thresholds,
+                  compute_output=compute_output, max_elements=max_elements, allowed=allowed, bias=bias)
+        if cfg.estimator == "paper":
+            return _token_pick_paper(q, k, v, cfg, **kw)
         return _token_pick_sequential(q, k, v, cfg, tile=int(tile), **kw)
 
 
@@ -711,14 +743,15 @@ def _result_buffers(B, H, Tq, Tk, kv_groups, L, return_masks):
 
 
 def _prepare(q, k, v, cfg: PickerConfig, compute_output: bool, kv_groups: int, L: int, return_masks: bool):
-    """What both estimators start from: float64 queries, quantised keys (ints, step), dequantised values
-    (or None), the L output buffers (or None) and the result buffers of `_result_buffers`."""
+    """What the sequential estimator starts from: float64 queries, quantised keys (ints, step),
+    dequantised values (or None), the L output buffers (or None) and the result buffers of
+    `_result_buffers` (the paper estimator quantises only the unique key heads, block by block)."""
     B, H, Tq, _ = q.shape
     Tk = k.shape[-2]
-    k_int, k_step = quantize(k, cfg.k_bits)
+    k_int, k_step = _quantize_torch(k, cfg.k_bits, "k contains NaN or inf")
     v_deq = None
     if compute_output:
-        v_int, v_step = quantize(v, cfg.v_bits)
+        v_int, v_step = _quantize_torch(v, cfg.v_bits, "v contains NaN or inf")
         v_deq = v_int * v_step
     out = [torch.zeros((B, H, Tq, v.shape[-1]), dtype=torch.float64) if compute_output else None for _ in range(L)]
     return (q.to(torch.float64), k_int, k_step, v_deq, out) + _result_buffers(B, H, Tq, Tk, kv_groups, L, return_masks)
@@ -731,68 +764,185 @@ def _oracle(allowed: torch.Tensor, log_p: torch.Tensor, threshold: float) -> tor
     return (allowed & (log_p >= math.log(threshold))).sum(-1).to(torch.float64)
 
 
+def _shared_heads(x: torch.Tensor, groups: int):
+    """x (B, H, T, d) -> (B, H / groups, T, d) when the ``groups`` consecutive heads of every group hold
+    identical tensors (GQA keys / values repeated to H heads, as the models hand them over), else None.
+    Compared in the input dtype (float32 equality is float64 equality after the exact conversion)."""
+    if groups == 1:
+        return x
+    heads = range(0, x.shape[1], groups)
+    if all(torch.equal(x[:, h + j], x[:, h]) for h in heads for j in range(1, groups)):
+        return x[:, ::groups]
+    return None
+
+
+def _block_bounds(q_lo, q_up, k_int, col, cfg: PickerConfig, nh: int, Tq: int):
+    """`chunk_score_bounds` for one block, with the keys stored once per KV head: q_lo / q_up
+    (n_kv, rows, d + 1) hold the augmented queries of every query head sharing a key head (rows =
+    heads per key head x Tq), k_int (n_kv, Tk, d) the key integers, col = scale * step (n_kv, Tk, 1).
+    Returns the lower and upper bounds (nh, Tq, Tk) per chunk with elementwise the same values as
+    `chunk_score_bounds`: its key column floor(k / 2^r) * 2^r * col is written here as
+    floor(k * 2^-r) * (2^r * col), the same number (scaling by a power of two is exact, and both
+    round the exact product h * 2^r * col once), into one reused augmented key buffer (Tk, d + 1)
+    with the column (2^r - 1) * col; one matmul per bound."""
+    n_kv, Tk, d = k_int.shape
+    key_aug = torch.empty((n_kv, Tk, d + 1), dtype=torch.float64)
+    keys, extra = key_aug[..., :d], key_aug[..., d:]
+    lowers, uppers = [], []
+    for r in cfg.missing_bits:
+        if r:
+            torch.mul(k_int, 2.0 ** -r, out=keys).floor_().mul_(col * 2.0 ** r)
+        else:
+            torch.mul(k_int, col, out=keys)
+        torch.mul(col, float(2 ** r - 1), out=extra)
+        kt = key_aug.transpose(-1, -2)
+        lowers.append(torch.matmul(q_lo, kt).view(nh, Tq, Tk))
+        uppers.append(lowers[-1] if r == 0 else torch.matmul(q_up, kt).view(nh, Tq, Tk))
+    return lowers, uppers
+
+
+def _count(mask: torch.Tensor) -> torch.Tensor:
+    """True entries along the last axis of a boolean tensor, as float64 (a byte sum: several times
+    faster than ``mask.sum(-1)``, which widens every entry to int64 first)."""
+    return mask.view(torch.uint8).sum(-1, dtype=torch.int32).to(torch.float64)
+
+
+def _lerp_selects() -> bool:
+    """Whether torch.lerp(b, a, w) returns exactly b for w = 0 and exactly a for w = 1 (true of torch's
+    formulas, b + w (a - b) below 1/2 and a - (a - b)(1 - w) above, scalar and vectorised): checked
+    once on values where the naive b + (a - b) would round, so `_select` never relies on it untested."""
+    a = torch.tensor([1.0, 1e-300, 0.3, 7.0, 0.0, 1e-17] * 8, dtype=torch.float64)
+    b = torch.tensor([1e-17, 0.3, 1.0, 0.0, 1e-300, 7.0] * 8, dtype=torch.float64)
+    w = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0] * 8, dtype=torch.float64)
+    return torch.equal(torch.lerp(b, a, w), torch.where(w > 0, a, b))
+
+
+_LERP_SELECTS = _lerp_selects()
+_PAPER_BLOCK_ELEMENTS = 1_000_000
+
+
+def _select(cond, a, b, out, weight, frac: float):
+    """torch.where(cond, a, b, out=out) for finite a, b. where's loop branches on every element, so
+    it is slow on a well-mixed mask (a fraction ``frac`` of True between about 0.1 and 0.85: 2-3x);
+    there the same values come from lerp(b, a, cond as 0 / 1) (branch-free), in ``weight``'s memory."""
+    if _LERP_SELECTS and 0.1 <= frac <= 0.85:
+        return torch.lerp(b, a, weight.copy_(cond), out=out)
+    return torch.where(cond, a, b, out=out)
+
+
 def _token_pick_paper(q, k, v, cfg: PickerConfig, *, scale, kv_groups, return_masks, thresholds, compute_output,
                       max_elements, allowed, bias):
     """The paper's estimator (Eq. 4-5, out of order; see the module docstring), vectorised over rows and
-    tokens: per chunk stage a few tensor operations over (rows x tokens); inputs already validated."""
+    tokens: per chunk stage a few tensor operations over (rows x tokens); inputs already validated.
+
+    Keys (and values) repeated over the heads of a GQA group are quantised and bounded once per KV head:
+    the query rows of the group share one batched matmul per chunk (rows = heads x decode steps). Every
+    bound, denominator and decision is the same floating-point computation as the per-head form
+    (tests/test_token_picker.py pins kept tokens, chunks and counts against `_paper_per_head`, the
+    per-head computation as it was before issue 25). Blocks of KV groups are quantised and bounded one
+    at a time; all of it runs on one torch thread (`token_pick`)."""
     B, H, Tq, d = q.shape
     Tk = k.shape[-2]
     single = thresholds is None
     cfgs = [cfg] if single else [replace(cfg, threshold=float(t)) for t in thresholds]
     L = len(cfgs)
-    q64, k_int, k_step, v_deq, out, stat, kvs, kept_all, chunks_all = _prepare(
-        q, k, v, cfg, compute_output, kv_groups, L, return_masks)
     G, Hkv = kv_groups, H // kv_groups
     nc = cfg.n_chunks
+    k_u = _shared_heads(k, G)
+    Gk = G if k_u is not None else 1             # query heads per stored key head
+    k_src = k if k_u is None else k_u            # (B, H / Gk, Tk, d), quantised block by block below
+    v_deq, Gv = None, 1
+    if compute_output:
+        v_u = _shared_heads(v, G)
+        Gv = G if v_u is not None else 1
+        v_int, v_step = _quantize_torch(v if v_u is None else v_u, cfg.v_bits, "v contains NaN or inf")
+        v_deq = v_int.mul_(v_step)
+        del v_int, v_step
+    out = [torch.zeros((B, H, Tq, v.shape[-1]), dtype=torch.float64) if compute_output else None for _ in range(L)]
+    stat, kvs, kept_all, chunks_all = _result_buffers(B, H, Tq, Tk, kv_groups, L, return_masks)
+    q64 = q.to(torch.float64)
+    q_lo = torch.cat([q64, q64.clamp_max(0).sum(-1, keepdim=True)], -1)  # (B, H, Tq, d + 1)
+    q_up = torch.cat([q64, q64.clamp_min(0).sum(-1, keepdim=True)], -1)
     n_allowed = allowed.sum(-1)
-    neg_inf = torch.tensor(-math.inf, dtype=torch.float64)
-    groups_per_batch = max(1, max_elements // max(G * Tq * Tk * (3 * nc + 4), 1))
+    lams = [math.log(c.prune_below) if c.prune_below > 0 else -math.inf for c in cfgs]
+    # blocks of KV groups of at most _PAPER_BLOCK_ELEMENTS (row x token x stage) elements: the block's
+    # tensors are then reused from the allocator's free lists instead of fresh pages (15-25% at 4K-8K)
+    groups_per_batch = max(1, min(max_elements, _PAPER_BLOCK_ELEMENTS) // max(G * Tq * Tk * (3 * nc + 4), 1))
     for b in range(B):
         for g0 in range(0, Hkv, groups_per_batch):
             g1 = min(Hkv, g0 + groups_per_batch)
             hs = slice(g0 * G, g1 * G)
             nh = (g1 - g0) * G
-            a = allowed[min(b, allowed.shape[0] - 1)]
-            a = (a[hs] if a.shape[0] > 1 else a).expand(nh, Tq, Tk)
-            # additive term: the mask's bias on allowed tokens, -inf on forbidden ones
-            add = torch.zeros((1, 1, 1), dtype=torch.float64)
-            if bias is not None:
+            a_blk = allowed[min(b, allowed.shape[0] - 1)]
+            a_blk = a_blk[hs] if a_blk.shape[0] > 1 else a_blk  # (nh or 1, Tq, Tk)
+            a = a_blk.expand(nh, Tq, Tk)
+            ks = slice(g0 * G // Gk, g1 * G // Gk)
+            nk = nh // Gk
+            # a NaN in one copy of a key head unshares the group, an inf is in every copy: quantising the
+            # unique heads checks them all
+            k_int, k_step = _quantize_torch(k_src[b, ks], cfg.k_bits, "k contains NaN or inf")
+            lowers, uppers = _block_bounds(q_lo[b, hs].reshape(nk, Gk * Tq, d + 1),
+                                           q_up[b, hs].reshape(nk, Gk * Tq, d + 1), k_int, scale * k_step,
+                                           cfg, nh, Tq)
+            bb = None
+            if bias is not None:                     # the mask's bias on allowed tokens
                 bb = bias[min(b, bias.shape[0] - 1)]
-                add = bb[hs] if bb.shape[0] > 1 else bb
-            add = torch.where(a, add, neg_inf)
-            lowers, uppers = chunk_score_bounds(q64[b, hs], k_int[b, hs], k_step[b, hs], scale, cfg)
+                bb = bb[hs] if bb.shape[0] > 1 else bb
+            # forbidden tokens: + (-inf), only over the columns that hold one (the causal tail); + 0 elsewhere
+            forbidden_cols = (~a_blk).reshape(-1, Tk).any(0).nonzero()
+            c0 = int(forbidden_cols[0]) if len(forbidden_cols) else Tk
+            minus_inf = torch.zeros(a_blk[..., c0:].shape, dtype=torch.float64).masked_fill_(~a_blk[..., c0:], -math.inf)
             for x in (*lowers, *uppers[:-1]):
-                x.add_(add)
+                if bb is not None:
+                    x.add_(bb)
+                x[..., c0:].add_(minus_inf)
             exact = lowers[-1]
-            has_tokens = a.any(-1)
+            has_tokens = a_blk.any(-1).expand(nh, Tq)
             # one reference level per row: the largest exact score (>= every lower bound, so no exp overflows)
             top = exact.amax(-1, keepdim=True)
             top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-            e_low = [torch.exp(x - top) for x in lowers]  # exp(lower bound), scaled; threshold-independent
+            # exp(lower bound), scaled; threshold-independent (in place but for the exact score, kept for log_p)
+            e_low = [x.sub_(top).exp_() for x in lowers[:-1]] + [torch.sub(exact, top).exp_()]
             e_exact = e_low[-1]
             log_z = top[..., 0] + torch.log(e_exact.sum(-1))  # (nh, Tq)
             log_p = exact - log_z[..., None]                 # exact log-probabilities (for the oracle)
+            log_d0 = top + torch.log(e_low[0].sum(-1, keepdim=True))  # stage 1: every token read
+            del lowers
             kv_view = (g1 - g0, G, Tq, Tk)
+
+            def kv_union(x):                         # (nh, Tq, Tk) -> fetched by any head of the group
+                xv = x.view(kv_view)
+                u = xv[:, 0] | xv[:, 1] if G > 1 else xv[:, 0]
+                for j in range(2, G):
+                    u |= xv[:, j]
+                return u
+
+            n_a, n_a_kv = _count(a), _count(kv_union(a))
+            n_a_total = max(float(n_a.sum()), 1.0)
+            cur_buf, w, weight = (torch.empty_like(exact) for _ in range(3))  # reused by every threshold
+            zero = torch.zeros((), dtype=torch.float64)
             for li, c in enumerate(cfgs):
-                lam = math.log(c.prune_below) if c.prune_below > 0 else -math.inf
-                alive = a.clone()
+                lam = lams[li]
+                alive = torch.ge(uppers[0], log_d0 + lam).logical_and_(a)  # prune iff exp(u) / D < threshold
                 cur = e_low[0]                           # exp(latest lower bound) of every token read
-                read = [a]                               # read[m]: tokens whose chunk m+1 is fetched
-                for m in range(nc):
-                    if m > 0:                            # read chunk m+1 of the survivors only
-                        read.append(alive.clone())
-                        cur = torch.where(alive, e_low[m], cur)
+                read, n_read = [a], [n_a]                # read[m]: tokens whose chunk m+1 is fetched
+                for m in range(1, nc):                   # read chunk m+1 of the survivors only
+                    read.append(alive.clone())
+                    n_read.append(_count(alive))
+                    cur = _select(alive, e_low[m], cur, cur_buf, weight, float(n_read[-1].sum()) / n_a_total)
                     log_d = top + torch.log(cur.sum(-1, keepdim=True))  # Eq. 5 denominator (log)
-                    alive &= uppers[m] >= log_d + lam    # prune iff exp(u) / D < threshold
-                empty = has_tokens & ~alive.any(-1)
+                    alive &= uppers[m] >= log_d + lam
+                n_kept = _count(alive)
+                empty = has_tokens & (n_kept == 0)
                 pick = None
                 if bool(empty.any()):                    # threshold > 1/n: keep the best lower bound
                     idx = cur.argmax(-1, keepdim=True)
                     pick = torch.zeros_like(alive).scatter_(-1, idx, True) & empty[..., None]
                     alive |= pick
+                    n_kept = _count(alive)
                 st = stat[li]
                 kv = kvs[li]
-                st["n_kept"][b, hs] = alive.sum(-1).to(torch.float64)
+                st["n_kept"][b, hs] = n_kept
                 if pick is not None or return_masks:     # per-token chunk counts
                     ch = torch.stack(read).sum(0, dtype=torch.int8)
                     if pick is not None:
@@ -805,23 +955,26 @@ def _token_pick_paper(q, k, v, cfg: PickerConfig, *, scale, kv_groups, return_ma
                     if return_masks:
                         chunks_all[li][b, hs] = ch
                 else:                                    # counts straight from the nested read sets
-                    st["key_chunks"][b, hs] = sum(r.sum(-1, dtype=torch.float64) for r in read)
-                    st["n_full"][b, hs] = read[-1].sum(-1, dtype=torch.float64)
-                    kv_read = [r.view(kv_view).any(1) for r in read]
-                    kv["kv_key_chunks"][b, g0:g1] = sum(r.sum(-1, dtype=torch.float64) for r in kv_read)
-                    kv["kv_n_full"][b, g0:g1] = kv_read[-1].sum(-1, dtype=torch.float64)
-                w = torch.where(alive, e_exact, 0.0)
+                    st["key_chunks"][b, hs] = sum(n_read)
+                    st["n_full"][b, hs] = n_read[-1]
+                    n_read_kv = [n_a_kv] + [_count(kv_union(r)) for r in read[1:]]
+                    kv["kv_key_chunks"][b, g0:g1] = sum(n_read_kv)
+                    kv["kv_n_full"][b, g0:g1] = n_read_kv[-1]
+                torch.where(alive, e_exact, zero, out=w)
                 w_sum = w.sum(-1)
                 log_kept = top[..., 0] + torch.log(w_sum)
                 st["pruned_mass"][b, hs] = torch.where(has_tokens, -torch.expm1(log_kept - log_z),
                                                        torch.zeros_like(log_z)).clamp_min(0)
-                st["n_oracle"][b, hs] = _oracle(a, log_p, c.threshold)
-                kv["kv_n_values"][b, g0:g1] = alive.view(kv_view).any(1).sum(-1).to(torch.float64)
+                st["n_oracle"][b, hs] = n_a if c.threshold <= 0 else \
+                    _count(torch.ge(log_p, math.log(c.threshold)).logical_and_(a))
+                kv["kv_n_values"][b, g0:g1] = _count(kv_union(alive))
                 if compute_output:
-                    out[li][b, hs] = torch.matmul(w, v_deq[b, hs]) / torch.where(w_sum > 0, w_sum, 1.0)[..., None]
+                    vs = slice(g0 * G // Gv, g1 * G // Gv)
+                    o = torch.matmul(w.view(nh // Gv, Gv * Tq, Tk), v_deq[b, vs]).view(nh, Tq, -1)
+                    out[li][b, hs] = o / torch.where(w_sum > 0, w_sum, 1.0)[..., None]
                 if return_masks:
                     kept_all[li][b, hs] = alive
-            del lowers, uppers, exact, e_low, add, log_p
+            del uppers, exact, e_low, log_p, cur_buf, w
     n_context = n_allowed.expand(B, H, Tq).to(torch.float64).clone()
     res = [PickResult(out=out[li], n_context=n_context, **stat[li], **kvs[li], kept=kept_all[li], chunks=chunks_all[li])
            for li in range(L)]
