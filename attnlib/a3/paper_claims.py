@@ -23,6 +23,9 @@ scenario values each claim declares (`speed_points`, `energy_points`) and holds 
 - **sort energy** (`SORT_ENERGY_AXIS`): the sort's energy shared by n queries (the paper's amortisation)
   or charged to the one query of a MemN2N key matrix.
 
+Axes whose paper option is one of several are given as a LIST of options (``paper=[...]``): the claim's
+generated why then names them among the axes "whose paper option is not known".
+
 Rules: the headline scenario is the paper's option on every axis whose option the paper states, and the
 workbook's stated choice among the options it is consistent with (`HEADLINE_RULES`); "matched quality"
 picks the M whose accuracy loss is nearest the paper's band (`experiments.matched_setting`); "matched
@@ -65,19 +68,19 @@ SORT_AXIS = Axis(
     why=("MemN2N queries each hop's key matrix once, so nothing amortises the sort: off the path it costs no cycles, "
          "its log2 n share costs a few, a full sort per query (n log2 n cycles) is slower than base A3"))
 WIDTH_AXIS = Axis(
-    "MemN2N width d", ("20", "64"), paper=("20", "64"),
+    "MemN2N width d", ("20", "64"), paper=["20", "64"],
     source=("unconfirmed: A3's MemN2N width is not on the card; MemN2N's bAbI configuration uses d = 20, "
             "the chip's keys are d = 64 [secondary]"),
     why="the greedy search walks n*d component products: the iterations a quality needs, and the CPU's time, move with d")
 MEMORY_AXIS = Axis(
     "memory size n", ("bAbI story (10-50)", "chip's 320 (key-value retrieval)"),
-    paper=("bAbI story (10-50)", "chip's 320 (key-value retrieval)"),
+    paper=["bAbI story (10-50)", "chip's 320 (key-value retrieval)"],
     source="secondary: card (MemN2N on bAbI, memory <= 50 slots; the chip is sized for n = 320)",
     why=("fixed per-query costs (pipeline fill, the sort's share) weigh more on short memories; at n = 320 there is "
          "no memory network here, so that option is the key-value retrieval task built at the chip's size"))
 CPU_BASELINE_AXIS = Axis(
     "CPU baseline", ("one query per call (numpy)", "batched (numpy)", "compiled per-query kernel (C)"),
-    paper=("one query per call (numpy)", "compiled per-query kernel (C)"),
+    paper=["one query per call (numpy)", "compiled per-query kernel (C)"],
     source=("unconfirmed: the card says only 'Xeon-class', the timing method is not stated; A3 serves one query at a "
             "time, so a per-query CPU is the like-for-like reading (batched is a stronger baseline)"),
     why="a numpy call per query is mostly interpreter overhead at bAbI's memory sizes; batching or compiling removes it")
