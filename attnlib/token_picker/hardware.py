@@ -6,11 +6,11 @@ What the model contains and what it leaves out
 * Off-chip memory is HBM (paper card, [secondary]: Fig. 5 of the paper). One HBM2 stack of JESD235
   (256 GB/s); every fetch is rounded up to the 32-byte pseudo-channel access (`fetch_bytes`). Key chunks
   are stored as separate MSB-first chunk planes, so a token's chunk is one fetch.
-* LEFT OUT: DRAM row-buffer locality and gather costs. On-demand, out-of-order fetches of scattered
-  tokens' later chunks and values open more DRAM rows than the dense scan; the model charges only
-  bytes (rounded to the access granularity) and assumes the scoreboard keeps enough requests in
-  flight to hide latency. This favours Token-Picker; the access-granularity sweep (1 B .. 64 B) in the
-  notebook is the stated sensitivity to it.
+* LEFT OUT HERE: DRAM row-buffer locality, gather/index costs and static energy. This bytes-only model
+  (`attention_time_energy`) is kept as the "bytes-only" alternative row; `attnlib.token_picker.decode`
+  (`decode_model`) adds bursts, row activations of the scattered on-demand reads, index/address work,
+  the PE limit and static power, each labelled and swept, and is what the headline speedup and energy
+  use.
 * Every constant carries its source or is marked ASSUMPTION in `CONSTANTS`.
 """
 from __future__ import annotations
