@@ -66,16 +66,16 @@ AXES = {
         "whether a layer's logits fit a buffer scales with the batch"),
     "platform": Axis(
         "platform", ("edge", "cloud"), UNKNOWN, UNKNOWN,
-        "edge FLEX-Opt is compute-bound on spilled logits (32 MAC/B against a ridge of 19 MAC/B), cloud's is "
-        "memory-bound (ridge 154 MAC/B)"),
+        "on spilled logits edge FLEX-Opt is compute-bound (the 32x32 array's ridge point lies below the logits' "
+        "MACs per byte), cloud's memory-bound (the 256x256 array's lies far above)"),
     "scope": Axis(
         "scope", ("L+A", "end to end"), UNKNOWN, UNKNOWN,
         "end to end adds one layer's other GEMMs (identical for both), diluting the gain where L+A is a small "
         "share (12% at N = 512)"),
     "count": Axis(
         "FLAT-Opt traffic count", ("this model", "FuseMax replica"), UNKNOWN, UNKNOWN,
-        "the replica's Timeloop traffic at the same mappings is 1.0-6x this model's on cloud (K/V refills per "
-        "tile), which moves the energy saving in FLAT's convention (energy = DRAM traffic)"),
+        "the replica's Timeloop traffic at its mappings is several times this model's on cloud (K/V refills per "
+        "tile; notebook section 4.8), which moves the energy saving in FLAT's convention (energy = DRAM traffic)"),
     "share dataflow": Axis(
         "dataflow of the share", ("FLAT-Opt", "FLEX-Opt"), UNKNOWN, UNKNOWN,
         "the L+A share is smaller under FLAT-Opt, whose L+A is faster"),
