@@ -151,3 +151,12 @@ def test_power_tied_to_threads_and_energy_points():
     val = {(o["CPU baseline"], o["CPU power charged"]): v for o, v in pts}
     assert val[("one query per call (numpy)", "per core x threads timed")] == pytest.approx(7.8 * 5e-6 / 1e-8)
     assert val[("one query per call (numpy)", "whole socket")] == pytest.approx(125 * 5e-6 / 1e-8)
+
+
+def test_loss_at_speed_moves_with_the_cycle_assumptions():
+    w = _workload()
+    r = PC.loss_at_speed_range(w["counts"], w["loss"], w["settings"], "conservative", d=64)
+    # the default assumptions reach 2.6x at M/n = 0.3 (loss 1.2); half-rate selection needs a smaller M (more loss)
+    assert r["lo"] == pytest.approx(1.2) and r["hi"] >= r["lo"] and set(r["swept"]) == set(a3.HW_SWEEP)
+    r7 = PC.loss_at_speed_range(w["counts"], w["loss"], w["settings"], "aggressive", d=64)
+    assert r7["unreachable"] > 0 and (r7["lo"] is None or r7["lo"] <= r7["hi"])

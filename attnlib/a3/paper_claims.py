@@ -229,3 +229,30 @@ CPU_POWER_DEV = Deviation("CPU power", "not stated [unconfirmed]",
                           f"{CPU_POWER['per_core_w']:g} W per core x the threads timed (swept {min(CPU_POWER['per_core_sweep']):g}-"
                           f"{max(CPU_POWER['per_core_sweep']):g} W per core); the whole socket ({CPU_POWER['socket_w']:g} W) as a scenario",
                           "unconfirmed", "mixed: the ratio scales linearly with the charged power")
+
+
+def loss_at_speed_range(counts: dict, loss: dict, settings, setting: str, *, d: int, hw: A3Hardware | None = None,
+                        sweep: dict | None = None) -> dict:
+    """{lo, hi, swept, unreachable}: the accuracy loss at the paper's speed re-derived under every combination
+    of the labelled cycle-model assumptions (``sweep``, default `experiments.HW_SWEEP`; the defaults
+    included): each combination moves the throughput curve and with it the matched-speed M. Combinations
+    under which no M reaches the paper's speed are counted in ``unreachable`` (and left out of lo/hi; lo/hi
+    are None when none reaches it). ``counts`` / ``loss``: {(setting, m): per-query counts / loss points}."""
+    import itertools
+
+    from .experiments import HW_SWEEP
+
+    hw = hw or A3Hardware()
+    sweep = dict(HW_SWEEP if sweep is None else sweep)
+    settings = sorted(settings)
+    vals, missing = [], 0
+    for combo in itertools.product(*sweep.values()):
+        h = replace(hw, **dict(zip(sweep, combo)))
+        tp = [_speeds(counts[(setting, m)], d=d, hw=h)[0] for m in settings]
+        m_s = matched_speed_setting(settings, tp, PAPER["speed_target"][setting])
+        if m_s is None:
+            missing += 1
+        else:
+            vals.append(loss[(setting, m_s)])
+    return dict(lo=min(vals) if vals else None, hi=max(vals) if vals else None,
+                swept={k: list(v) for k, v in sweep.items()}, unreachable=missing)
