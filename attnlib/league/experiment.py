@@ -1,0 +1,247 @@
+"""The league's runs: for each workload, each technique's knob swept on real text with its quality
+measured and its work counted in the same pass, cached by their inputs; then the matched knob per
+technique and its speedup and energy over the dense, unfused baseline on one template.
+
+Quality budget (one for all): accuracy loss at most `BUDGET["accuracy"]` points, perplexity change at
+most `BUDGET["perplexity"]` %, judged on the 95% interval's UPPER end. The matched knob is the most
+aggressive grid point within the budget (a grid, not a bisection: conservative by up to one grid step).
+A workload whose quality runs would not fit the run budget carries the knob matched on its shorter
+sibling (enc-512 from enc-128, dec-decode-8K from dec-decode-2K) and re-checks the quality there on
+fewer items; the carried rows say so.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import stats
+from ..cache import cached
+from .techniques import KNOBS, Counts, a3_fn, sprint_fn, token_picker_fn
+from .workloads import Workload
+
+VERSION = 1
+BUDGET = {"accuracy": 1.0, "perplexity": 1.0}
+#: Where a workload's knob comes from when its own sweep does not fit the run budget.
+CARRIED_FROM = {"enc-512": "enc-128", "dec-decode-8K": "dec-decode-2K", "dec-prefill-2K": "dec-decode-2K"}
+SPRINT_Z = 1.0  # margin in analog-error standard deviations (the SPRINT notebook's frozen-model default)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much real data each run uses (see `sizes`)."""
+
+    emails: int            # labelled e-mails for the probe (70% train, 30% test)
+    a3_test: int           # test e-mails A3's (slow) quality runs use
+    carried_test: int      # test e-mails / windows of a carried workload's re-check
+    windows: int           # decoder windows per corpus (Austen, Brown)
+    rows: int              # decode steps scored per window
+    calib_tokens: int      # tokens of the SPRINT calibration text (decoder)
+
+
+def sizes(profile: str) -> Sizes:
+    if profile == "quick":
+        return Sizes(emails=60, a3_test=12, carried_test=8, windows=1, rows=8, calib_tokens=128)
+    return Sizes(emails=800, a3_test=120, carried_test=60, windows=3, rows=32, calib_tokens=512)
+
+
+# ----------------------------------------------------------------------------- encoder
+def _encoder_probe(rm, w: Workload, S: Sizes):
+    from .. import data, evaluate
+
+    texts, labels, names = data.load_labelled("spam")
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(texts))[:S.emails + 8]
+    calib = [texts[i] for i in idx[S.emails:]]          # 8 e-mails kept out of the probe for calibration
+    pick = idx[:S.emails]
+    probe = evaluate.fit_probe(rm, [texts[i] for i in pick], labels[pick], max_length=w.context, seed=0,
+                               label_names=names, progress=False)
+    return probe, calib
+
+
+def _calibrator(rm, batch):
+    from ..models import capture
+    from ..sprint.algorithm import Calibrator
+
+    return Calibrator(capture(rm, batch))
+
+
+def run_encoder(rm, w: Workload, S: Sizes, knobs: dict, *, test_items: int | None = None) -> dict:
+    """Quality and counts of each technique at each knob of ``knobs`` ({technique: [knob, ...]}) on the
+    probe's test e-mails. Returns {technique: {knob: dict(correct, sums)}, "exact": correct}."""
+    from .. import evaluate, models
+    from ..sprint.algorithm import AnalogConfig
+
+    def compute():
+        probe, calib_texts = _encoder_probe(rm, w, S)
+        n_test = min(test_items or probe.n_test, probe.n_test)
+        probe.test_texts, probe.test_labels = probe.test_texts[:n_test], probe.test_labels[:n_test]
+        out = {"exact": evaluate.probe_correct(rm, probe, progress=False)}
+        cal = _calibrator(rm, models.encode(rm, calib_texts, w.context)) if "SPRINT" in knobs else None
+        for tech, grid in knobs.items():
+            out[tech] = {}
+            for knob in grid:
+                counts = Counts()
+                if tech == "SPRINT":
+                    fn = sprint_fn(cal, knob, counts, z=SPRINT_Z, cfg=AnalogConfig(), kv_groups=1, decode=False)
+                elif tech == "A3":
+                    fn = a3_fn(knob, counts)
+                    p = probe
+                    if S.a3_test < n_test:
+                        import copy
+                        p = copy.copy(probe)
+                        p.test_texts, p.test_labels = probe.test_texts[:S.a3_test], probe.test_labels[:S.a3_test]
+                    out[tech][str(knob)] = dict(correct=evaluate.probe_correct(rm, p, fn, progress=False),
+                                                sums=counts.arrays())
+                    continue
+                else:
+                    raise ValueError(f"{tech} does not run on an encoder workload")
+                out[tech][str(knob)] = dict(correct=evaluate.probe_correct(rm, probe, fn, progress=False),
+                                            sums=counts.arrays())
+        return out
+
+    key = dict(v=VERSION, workload=w.key, context=w.context, sizes=S.__dict__, knobs={k: list(v) for k, v in knobs.items()},
+               test_items=test_items, z=SPRINT_Z)
+    return cached("league", f"encoder-{w.key}", key, compute)
+
+
+# ----------------------------------------------------------------------------- decoder
+def decoder_windows(rm, length: int, per_corpus: int) -> tuple[list[list[int]], list[str]]:
+    """``per_corpus`` windows of ``length`` tokens from Austen and from Brown (running text)."""
+    from .. import data, evaluate
+
+    out, corpus = [], []
+    for name in ("austen", "brown"):
+        ws = evaluate.text_windows(rm, data.load_text(name), length, per_corpus, seed=1)
+        out += ws
+        corpus += [name] * len(ws)
+    return out, corpus
+
+
+def run_decoder(rm, w: Workload, S: Sizes, knobs: dict, *, windows_per_corpus: int | None = None) -> dict:
+    """Decode-step quality (teacher forced, exact prefix of ``w.context`` tokens) and counts of each
+    technique at each knob. Returns {technique: {knob: dict(nll, tokens, sums)}, "exact": dict(nll, tokens),
+    "corpus": [...]}."""
+    from ..sprint.algorithm import AnalogConfig
+    from .quality import decode_nll
+
+    per = windows_per_corpus or S.windows
+
+    def compute():
+        windows, corpus = decoder_windows(rm, w.context + S.rows + 1, per)
+        G = rm.n_heads // rm.n_kv_heads
+        cal = None
+        if "SPRINT" in knobs:
+            from .. import data, evaluate, models
+
+            calib = evaluate.text_windows(rm, data.load_text("austen"), S.calib_tokens, 1, seed=99)
+            import torch
+            cal = _calibrator(rm, {"input_ids": torch.tensor(calib), "attention_mask": torch.ones(1, S.calib_tokens,
+                                                                                                 dtype=torch.long)})
+        fns, counts = {"exact": None}, {}
+        for tech, grid in knobs.items():
+            for knob in grid:
+                c = counts[(tech, str(knob))] = Counts()
+                if tech == "SPRINT":
+                    fns[(tech, str(knob))] = sprint_fn(cal, knob, c, z=SPRINT_Z, cfg=AnalogConfig(), kv_groups=G,
+                                                       decode=True)
+                elif tech == "A3":
+                    fns[(tech, str(knob))] = a3_fn(knob, c)
+                elif tech == "Token-Picker":
+                    fns[(tech, str(knob))] = token_picker_fn(knob, c, kv_groups=G)
+        res = decode_nll(rm, windows, w.context, fns, progress=False)
+        out = {"exact": res["exact"], "corpus": corpus}
+        for (tech, knob), c in counts.items():
+            out.setdefault(tech, {})[knob] = dict(**res[(tech, knob)], sums=c.arrays())
+        return out
+
+    key = dict(v=VERSION, workload=w.key, context=w.context, sizes=S.__dict__, per=per,
+               knobs={k: list(v) for k, v in knobs.items()}, z=SPRINT_Z)
+    return cached("league", f"decoder-{w.key}", key, compute)
+
+
+# ----------------------------------------------------------------------------- matching
+def quality_loss(run: dict, tech: str, knob, quality: str) -> tuple[float, stats.Interval]:
+    """The quality loss of ``tech`` at ``knob``: accuracy points or perplexity change in %."""
+    r = run[tech][str(knob)]
+    if quality == "accuracy":
+        ref = run["exact"][:len(r["correct"])]
+        return stats.accuracy_loss(ref, r["correct"])
+    ex = run["exact"]
+    ratio, iv = stats.perplexity_ratio(ex["nll"], r["nll"], r["tokens"])
+    return 100 * (ratio - 1), stats.Interval(100 * (iv.lo - 1), 100 * (iv.hi - 1), iv.method, iv.n)
+
+
+def matched_knob(run: dict, tech: str, quality: str) -> tuple[object | None, list[dict]]:
+    """The most aggressive knob (last in grid order) whose loss interval's upper end is within the
+    budget, and every knob's (knob, loss, lo, hi, within) row. None when no knob is within it."""
+    rows, best = [], None
+    for knob in run[tech]:
+        loss, iv = quality_loss(run, tech, knob, quality)
+        ok = iv.hi <= BUDGET[quality]
+        rows.append(dict(knob=float(knob), loss=loss, lo=iv.lo, hi=iv.hi, within=ok))
+        if ok:
+            best = knob
+    return best, rows
+
+
+def knob_grid(tech: str) -> tuple:
+    return KNOBS[tech][1]
+
+
+# ----------------------------------------------------------------------------- the whole league
+def run_league(profile: str, *, progress: bool = True) -> dict:
+    """Every workload's runs: the short workloads sweep each technique's knob grid; the long ones
+    (`CARRIED_FROM`) re-check the matched knob. Returns {workload key: run}. Cached piecewise."""
+    from .. import models
+    from .workloads import workloads
+
+    S, wls = sizes(profile), workloads(profile)
+    enc = [k for k, w in wls.items() if w.phase == "encode"]
+    dec = [k for k, w in wls.items() if w.phase == "decode"]
+    runs = {}
+    say = print if progress else (lambda *a, **k: None)
+    rm = models.load_encoder()
+    for i, key in enumerate(enc):
+        if i == 0:
+            knobs = {"SPRINT": knob_grid("SPRINT"), "A3": knob_grid("A3")}
+            runs[key] = run_encoder(rm, wls[key], S, knobs)
+        else:
+            first = runs[enc[0]]
+            knobs = {t: (matched_knob(first, t, "accuracy")[0] or list(first[t])[0],) for t in ("SPRINT", "A3")}
+            runs[key] = run_encoder(rm, wls[key], S, {t: (float(k),) for t, k in knobs.items()},
+                                    test_items=S.carried_test)
+        say(f"[league] {key} done")
+    rd = models.load_decoder()
+    for i, key in enumerate(dec):
+        if i == 0:
+            knobs = {"SPRINT": knob_grid("SPRINT"), "A3": knob_grid("A3")[:2], "Token-Picker": knob_grid("Token-Picker")}
+            runs[key] = run_decoder(rd, wls[key], S, knobs)
+        else:
+            first = runs[dec[0]]
+            knobs = {t: (float(matched_knob(first, t, "perplexity")[0] or list(first[t])[0]),)
+                     for t in ("SPRINT", "A3", "Token-Picker")}
+            runs[key] = run_decoder(rd, wls[key], S, knobs, windows_per_corpus=1)
+        say(f"[league] {key} done")
+    for key, w in wls.items():
+        if w.phase == "prefill":
+            runs[key] = runs[dec[0]]
+    return runs
+
+
+def attmemo_record(results_folder) -> dict | None:
+    """AttMEMO's stream hit rate (128 tokens) and accuracy loss as its notebook recorded them, or None."""
+    import json
+    from pathlib import Path
+
+    path = Path(results_folder) / "05_attmemo.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    hit = next((v for v in data.get("values", []) if v["name"].startswith("stream_hit_rate_128")), None)
+    loss = next((c for c in data.get("claims", []) if c["claim_id"] == "accuracy_loss"), None)
+    if hit is None or loss is None or loss.get("reproduced") is None:
+        return None
+    return dict(hit_rate=float(hit["value"]), loss=float(loss["reproduced"]), lo=float(loss["interval"]["lo"]),
+                hi=float(loss["interval"]["hi"]), source=f"the AttMEMO notebook's record ({data.get('profile')} profile)")

@@ -1,0 +1,75 @@
+"""Quality of a replaced attention on the league's workloads, from one pass that also records counts.
+
+- `encoder_correct`: per-item correctness of the frozen spam probe on its test e-mails re-embedded with
+  an attention function (`attnlib.evaluate.probe_correct`); `attnlib.stats.accuracy_loss` pairs it
+  with the exact reference.
+- `decode_nll`: teacher-forced decode steps: each window's first ``prefix`` tokens run ONCE with exact
+  attention (their KV cache is reused by every attention function), then the remaining rows run in
+  one pass with the function under test, each row a decode step against its own causal prefix;
+  returns the per-window NLL sums (nats) and token counts of the scored tokens.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..models import replaced_attention
+
+
+def causal_fallback(fn):
+    """Wrap an AttnFn so a missing mask on Tq > 1 rows becomes the causal mask (last Tq of Tk keys)."""
+    def wrapped(q, k, v, mask, scale, layer):
+        tq, tk = q.shape[-2], k.shape[-2]
+        if mask is None and tq > 1:
+            i = torch.arange(tq)[:, None] + (tk - tq)
+            mask = torch.where(torch.arange(tk)[None, :] <= i, 0.0, float("-inf")).to(q.dtype)[None, None]
+        return fn(q, k, v, mask, scale, layer)
+
+    return wrapped
+
+
+def decode_nll(rm, windows, prefix: int, attn_fns: dict, *, progress: bool = True) -> dict:
+    """{name: dict(nll=(W,), tokens=(W,))} for each attention function (None = exact) in ``attn_fns``.
+
+    windows: token-id lists of one length T > prefix + 1; rows prefix .. T-2 are decode steps scoring
+    tokens prefix+1 .. T-1."""
+    from tqdm.auto import tqdm
+
+    if rm.kind != "decoder":
+        raise ValueError("decode_nll needs a decoder model")
+    lengths = {len(w) for w in windows}
+    if len(lengths) != 1 or not 1 <= prefix <= min(lengths) - 2:
+        raise ValueError(f"windows must share one length > prefix + 1; got lengths {sorted(lengths)}, prefix {prefix}")
+
+    def exact_causal(q, k, v, mask, scale, layer):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+
+    out = {name: dict(nll=np.zeros(len(windows)), tokens=np.zeros(len(windows))) for name in attn_fns}
+    for wi, w in enumerate(tqdm(windows, desc="windows", disable=not progress, leave=False)):
+        ids = torch.tensor([w], dtype=torch.long, device=rm.device)
+        with torch.no_grad(), replaced_attention(rm, exact_causal):
+            past = rm.model(input_ids=ids[:, :prefix], use_cache=True).past_key_values
+        for name, fn in attn_fns.items():
+            ctx = replaced_attention(rm, causal_fallback(fn)) if fn is not None else _Null()
+            try:
+                with torch.no_grad(), ctx:
+                    logits = rm.model(input_ids=ids[:, prefix:-1], past_key_values=past, use_cache=True).logits
+            finally:
+                extra = past.get_seq_length() - prefix
+                if extra > 0:
+                    past.crop(-extra)
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            nll = -logp.gather(-1, ids[:, prefix + 1:, None]).squeeze(-1)
+            if not torch.isfinite(nll).all():
+                raise FloatingPointError(f"non-finite NLL with attention {name!r}")
+            out[name]["nll"][wi] = float(nll.double().sum())
+            out[name]["tokens"][wi] = nll.numel()
+    return out
+
+
+class _Null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
