@@ -188,13 +188,15 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def _names(rows: list[Row]) -> str:
-    return "; ".join(r.claim for r in rows)
+def _names(rows: list[Row], most: int = 3) -> str:
+    names = "; ".join(r.claim for r in rows[:most])
+    return names + (f"; and {len(rows) - most} more" if len(rows) > most else "")
 
 
 def verdicts(rows: list[Row]) -> dict[str, str]:
-    """Per paper, two or three sentences generated from its headline rows: what reproduced, what did
-    not, and the scenario axes (or reasons) that decide them. No number is typed here."""
+    """Per paper, three or four sentences generated from its headline rows: the status counts, what
+    reproduced, the scenario axes that decide statuses, and the main reason a claim fails. No number
+    is typed here."""
     out = {}
     for paper in PAPERS:
         heads = [r for r in rows if r.paper == paper and r.role == "headline"]
@@ -203,31 +205,25 @@ def verdicts(rows: list[Row]) -> dict[str, str]:
             out[paper] = f"{status.capitalize()}: {heads[0].why if heads and heads[0].why else 'no results recorded'}."
             continue
         by = {s: [r for r in heads if r.status == s] for s in STATUS_COLORS}
-        n = len(heads)
-        parts = [f"{len(by['reproduced'])} of {n} headline claims reproduced"
-                 + (f" ({_names(by['reproduced'])})" if by["reproduced"] else "")]
-        for s in ("partially reproduced", "inconclusive", "not reproduced"):
-            if by[s]:
-                parts.append(f"{len(by[s])} {s} ({_names(by[s])})")
-        first = "; ".join(parts) + "."
+        counts = ", ".join(f"{len(by[s])} {s}" for s in ("partially reproduced", "inconclusive", "not reproduced")
+                           if by[s])
+        text = f"{len(by['reproduced'])} of {len(heads)} headline claims reproduced" + (f", {counts}" if counts else "") + "."
+        if by["reproduced"]:
+            text += f" Reproduced: {_names(by['reproduced'])}."
         deciders: dict[str, int] = {}
         for r in heads:
             for d in r.decided_by:
                 deciders[d] = deciders.get(d, 0) + 1
-        second = ""
         if deciders:
-            named = ", ".join(f"{d} ({k} claim{'s' if k > 1 else ''})" for d, k in
-                              sorted(deciders.items(), key=lambda kv: -kv[1]))
-            second = f" The statuses that a scenario choice flips are decided by: {named}."
+            top = sorted(deciders.items(), key=lambda kv: -kv[1])[:3]
+            text += " Statuses flip with: " + ", ".join(f"{d} ({k} of {len(heads)})" for d, k in top) + "."
         worst = by["not reproduced"] or by["inconclusive"]
-        third = f" Main reason: {worst[0].why}." if worst and worst[0].why else ""
-        unswept = sum(bool(r.unswept) for r in heads)
-        if unswept:
-            third += f" {unswept} headline{'s' if unswept > 1 else ''} declare{'' if unswept > 1 else 's'} an axis not yet swept."
+        if worst and worst[0].why:
+            text += f" For instance, {worst[0].claim}: {worst[0].why}."
         flags = sorted({f for r in heads for f in r.flags})
         if flags:
-            third += f" Flagged: {'; '.join(flags)}."
-        out[paper] = first + second + third
+            text += f" Flagged: {'; '.join(flags)}."
+        out[paper] = text
     return out
 
 

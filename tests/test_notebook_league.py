@@ -2,12 +2,16 @@
 a reason where an idea does not apply), the figure written, values recorded."""
 import pytest
 
+from attnlib.claims import QUICK_BANNER
+
 from notebook_checks import check_figures
 
 
 @pytest.mark.notebook
-def test_league_notebook_quick(run_notebook):
+def test_league_notebook_quick(run_notebook, tmp_path):
     results, figures = run_notebook("06_league")
+    executed = (tmp_path / "06_league.out.ipynb").read_text()
+    assert QUICK_BANNER.capitalize() in executed          # a quick run never passes for a result
     assert results["notebook"] == "06_league" and results["profile"] == "quick"
     names = {v["name"] for v in results["values"]}
     assert any(n.startswith("enc-64_FLAT_") for n in names)

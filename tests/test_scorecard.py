@@ -68,8 +68,9 @@ def test_verdict_per_paper_is_generated_from_the_rows(tmp_path):
     _record(tmp_path)
     v = scorecard.verdicts(scorecard.collect(tmp_path, profile="full"))
     assert set(v) == set(scorecard.PAPERS)
-    assert v["FLAT"].startswith("1 of 2 headline claims reproduced")
-    assert "decided by: platform (1 claim), assumptions (1 claim)" in v["FLAT"] and "lies below the paper's" in v["FLAT"]
+    assert v["FLAT"].startswith("1 of 2 headline claims reproduced, 1 not reproduced.")
+    assert "Statuses flip with: platform (1 of 2), assumptions (1 of 2)." in v["FLAT"]
+    assert "For instance, energy: 1.5 [1.2, 1.9] x lies below the paper's" in v["FLAT"]
     assert v["SPRINT"].startswith("Not run yet")
 
 
