@@ -11,6 +11,10 @@ Three parts (the import API of the former single module is kept: everything is r
   per layer (`PerLayerMemo`, alternative).
 * `lookup` -- keys, faiss indexes, TV distance, the calibrated hit threshold, the map store and the
   Siamese MLP embedding; `workload` -- near-duplicate campaigns in real e-mail and the timing protocol.
+* issue 26: `engine` -- the lean per-input engine (fused key, measured-cheapest exact search, warm map
+  views) and the lookup-free ceiling; `bench` -- the factors' timing grid run in separate processes, with
+  an idle check on the machine's busy time; `rmodel` -- R(h) = h s - (1 - h) m with intervals over
+  processes and repetitions; `paper_claims` -- the paper's values, scenario axes and claim records.
 """
 from .perlayer import *  # noqa: F401,F403
 from .perlayer import __all__ as _perlayer_all
