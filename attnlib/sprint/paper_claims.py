@@ -39,7 +39,7 @@ __all__ = ["PAPER", "SOURCES", "RESIDENCY_OPTIONS", "FIXED_OPTIONS", "MEMORY_OPT
            "DRAM_PJ_PER_BIT", "residency_axis", "fixed_axis", "memory_axis", "length_axis", "shape_axis",
            "speedup_axes", "energy_axes", "headline_scenario", "HEADLINE_RULE", "baseline_kwargs", "scenario_grid",
            "grid_rows", "headline_draws", "new_fetch_fractions", "reuse_fractions", "accuracy_axes",
-           "ACCURACY_HEADLINE_RULE", "new_fetch_axes", "HEADLINES", "S1", "S2"]
+           "ACCURACY_HEADLINE_RULE", "new_fetch_axes", "HEADLINES", "S1", "S2", "mean_over_lengths"]
 
 S1 = "secondary: S1 (chamber-paper-wiki summary of the full paper)"
 S2 = "secondary: S2 (blog note on the paper)"
@@ -226,3 +226,22 @@ def accuracy_axes() -> list[Axis]:
 
 ACCURACY_HEADLINE_RULE = ("the paper evaluates full task inputs (length not known): the longer of the two evaluated lengths "
                           "(128 tokens), the 64-token evaluation judged as plausible too")
+
+
+def mean_over_lengths(per_T_units: dict, *, n_resamples: int = 2000, seed: int = 0, lengths=None):
+    """(value, Interval) of the mean over lengths of the per-length unit means; each length's units
+    (e.g. `new_fetch_fractions`) are resampled on their own. ``lengths``: the subset to average."""
+    from ..stats import from_draws
+
+    keys = list(per_T_units) if lengths is None else [int(T) for T in lengths]
+    if not keys:
+        raise ValueError("no lengths to average")
+    rng = np.random.default_rng(seed)
+    point = float(np.mean([np.mean(per_T_units[T]) for T in keys]))
+    draws = np.zeros(int(n_resamples))
+    for T in keys:
+        u = np.asarray(per_T_units[T], dtype=np.float64)
+        draws += u[rng.integers(0, len(u), (int(n_resamples), len(u)))].mean(1)
+    n = sum(len(per_T_units[T]) for T in keys)
+    return point, from_draws(point, draws / len(keys), method=f"bootstrap over the {n} (sequence, head) units, each length on its own",
+                             n=n)
