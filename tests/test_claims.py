@@ -185,16 +185,22 @@ def test_direction_must_fit_the_paper_value():
     (1.5, 1.25, "reproduced"),               # r = 0.83 and g = 0.55: both bands say reproduced
     (7.5, 7.02, "reproduced"),
     (1.65, 1.85, "reproduced"),              # g = 1.23, r = 1.12
-    (1.05, 1.3, "partially reproduced"),     # r = 1.24 but five times the gain
+    (1.05, 1.3, "reproduced"),               # r = 1.24; a claimed 5% gain is judged on the ratio alone
+    (1.5, 2.9, "partially reproduced"),      # r = 1.93 (partial band); g = 2.6 caps at partially too
+
     (0.75, 0.70, "reproduced"),              # a fraction, not a gain: the ratio band alone
+    (1.02, 1.00, "reproduced"),              # a claimed 2% gain is inside the band around 1x: ratio alone
+    (1.25, 1.00, "reproduced"),              # at the band's edge the gain rule does not apply yet
+    (1.26, 1.00, "not reproduced"),          # above it, 1.00x is no gain
 ])
 def test_gain_rule_at_its_edges(paper, value, expected):
     assert claims.status("ratio", paper, value) == expected
 
 
 def test_percent_reduction_at_or_below_zero_is_no_gain():
-    assert claims.status("percent", 4.0, -0.5) == "not reproduced"   # 4.5 points away, but the wrong sign
-    assert claims.status("percent", 4.0, 0.5) == "reproduced"
+    assert claims.status("percent", 8.0, -1.0) == "not reproduced"   # 9 points away (partial), but the wrong sign
+    assert claims.status("percent", 8.0, 0.5) == "partially reproduced"
+    assert claims.status("percent", 4.0, -0.5) == "reproduced"       # a 4% claim is inside the band around 0
 
 
 def test_band_edges_are_where_the_status_changes():

@@ -17,12 +17,14 @@ Outside the paper's number or range the band test is applied to the nearest end,
 - ``accuracy`` (accuracy drop in points): |difference| <= 0.5 points -> reproduced, <= 1.0 ->
   partially, else not reproduced.
 
-**Gains.** Where a ratio claim names a gain (the nearest paper number is above 1 and the direction is
-not "at most"), the status also looks at the gain, g = log(value) / log(paper): a value at or below
+**Gains.** Where a ratio claim names a gain larger than the reproduced band itself (the nearest paper
+number is above 1.25, the band's upper factor, and the direction is not "at most": a claimed 1.02x
+cannot be told from 1x by the band and is judged on the ratio alone), the status also looks at the
+gain, g = log(value) / log(paper): a value at or below
 1x never reproduces a claimed gain (not reproduced, whatever r says); g below 0.25 -> not reproduced;
 g below 0.5 or above 2 -> at best partially reproduced. So 1.00x against 1.94x is not reproduced, nor
 is 1.05x against 1.3x (r = 0.81, but a sixth of the gain); 1.2x against 1.94x is partially reproduced. A percent claim
-of a positive reduction is likewise not reproduced by a value at or below 0.
+of a reduction larger than the tight band (5 points) is likewise not reproduced by a value at or below 0.
 
 **The interval rule** applies the band test at both ends of the interval: both reproduced ->
 reproduced; both within the partial band -> partially reproduced; both not reproduced on the same
@@ -101,13 +103,14 @@ def _gain_cap(value: float, target: float) -> str:
 
 
 def claims_a_gain(kind: str, paper_value, direction: str | None = None) -> bool:
-    """Whether the claim names a gain (a ratio or percent above 1x / 0% that is not an upper bound)."""
+    """Whether the claim names a gain the bands can tell from none: a ratio above the reproduced band's
+    upper factor (1.25x) or a reduction above the tight percent band (5 points), not an upper bound."""
     direction = direction or infer_direction(paper_value)
     if direction == "at most" or kind == "accuracy":
         return False
     t = target_range(paper_value, direction)
     low = t[0] if isinstance(t, tuple) else t
-    return low is not None and low > (1.0 if kind == "ratio" else 0.0)
+    return low is not None and low > (RATIO_BANDS[0][1] if kind == "ratio" else POINT_BANDS["percent"][0])
 
 
 def band(kind: str, paper_value, value: float, direction: str | None = None) -> tuple[str, int]:
@@ -128,7 +131,7 @@ def band(kind: str, paper_value, value: float, direction: str | None = None) -> 
         r = value / target
         (lo1, hi1), (lo2, hi2) = RATIO_BANDS
         s = "reproduced" if lo1 <= r <= hi1 else ("partially reproduced" if lo2 <= r <= hi2 else "not reproduced")
-        if gain and target > 1:
+        if gain and target > RATIO_BANDS[0][1]:
             s = _worse(s, _gain_cap(value, target))
         return s, side
     if gain and value <= 0:
@@ -175,7 +178,7 @@ def edges(kind: str, paper_value, direction: str | None = None) -> list[float]:
     for e in ends:
         if kind == "ratio":
             cands |= {e * f for pair in RATIO_BANDS for f in pair}
-            if e > 1:
+            if e > RATIO_BANDS[0][1]:
                 cands |= {1.0, e ** GAIN_NOT, e ** GAIN_FULL[0], e ** GAIN_FULL[1]}
         else:
             cands |= {e + s * w for w in POINT_BANDS[kind] for s in (-1, 1)} | {0.0}
