@@ -22,8 +22,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .claims import (POINT_BANDS, RATIO_BANDS, direction_text, format_interval, format_range, format_scenario_range,
-                     format_value, load_results, schema_problems)
+from .claims import direction_text, format_interval, format_range, format_scenario_range, load_results, schema_problems
 
 #: The five papers, the notebook that reproduces each, and the headline the notebook must check.
 PAPERS = {

@@ -5,12 +5,11 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from attnlib import attention, models
 from attnlib.league import experiment, table, techniques
 from attnlib.league.template import Work, cost, template
-from attnlib.league.workloads import BYTES, Workload, attention_work, dense_counts, other_work, spills, workloads
+from attnlib.league.workloads import BYTES, Workload, dense_counts, other_work, spills, workloads
 
 
 def test_bad_template_and_work_raise_naming_the_problem():

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from ..paths import atomic_write_bytes, results_dir
 from ..stats import Interval
-from .rules import KINDS, DIRECTIONS, band, check_kind, infer_direction, status, straddled_edges, target_range
+from .rules import DIRECTIONS, band, check_kind, infer_direction, status, straddled_edges, target_range
 from .scenarios import ROBUSTNESS, Axis, as_axis, check_scenarios, judge
 
 BASES = ("modelled", "measured", "algorithmic")

@@ -11,7 +11,6 @@ fewer items; the carried rows say so.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,7 +132,7 @@ def run_decoder(rm, w: Workload, S: Sizes, knobs: dict, *, windows_per_corpus: i
         G = rm.n_heads // rm.n_kv_heads
         cal = None
         if "SPRINT" in knobs:
-            from .. import data, evaluate, models
+            from .. import data, evaluate
 
             calib = evaluate.text_windows(rm, data.load_text("austen"), S.calib_tokens, 1, seed=99)
             import torch
