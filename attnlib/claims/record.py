@@ -282,11 +282,14 @@ def default_why(c: dict) -> str:
     where = f"{format_interval(c)}{unit}"
     paper = f"{direction_text(c)}{unit}"
     if len(c.get("plausible_statuses") or []) > 1:
-        unknown = [a["name"] for a in c["axes"] if a["paper"] == "unknown" or isinstance(a["paper"], list)]
+        axes = [as_axis(a) for a in c["axes"]]
+        unknown = [a.name for a in axes if len(a.plausible) > 1]
         by = [n for n in c["decided_by"] if n in unknown] or unknown
+        vals = [s["value"] for s in c["scenarios"]
+                if all(s["options"][a.name] in a.plausible for a in axes)]
         return (f"decided by {', '.join(by)}, whose paper option is not known: over the options the paper is consistent "
-                f"with the value spans {format_value(c['scenario_range']['lo'])}-{format_value(c['scenario_range']['hi'])}"
-                f"{unit} and the status {' / '.join(c['plausible_statuses'])}")
+                f"with the value spans {format_value(min(vals))}-{format_value(max(vals))}{unit} and the status "
+                f"{' / '.join(c['plausible_statuses'])}")
     iv = c["interval"]
     if c["status"] == "inconclusive":
         crossed = straddled_edges(c["kind"], c["paper_value"], iv["lo"], iv["hi"], c["direction"])
