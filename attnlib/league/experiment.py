@@ -42,7 +42,7 @@ class Sizes:
 def sizes(profile: str) -> Sizes:
     if profile == "quick":
         return Sizes(emails=60, a3_test=12, carried_test=8, windows=1, rows=8, calib_tokens=128)
-    return Sizes(emails=800, a3_test=120, carried_test=60, windows=3, rows=32, calib_tokens=512)
+    return Sizes(emails=800, a3_test=120, carried_test=60, windows=2, rows=32, calib_tokens=512)
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -207,26 +207,32 @@ def run_league(profile: str, *, progress: bool = True) -> dict:
             knobs = {"SPRINT": knob_grid("SPRINT"), "A3": knob_grid("A3")}
             runs[key] = run_encoder(rm, wls[key], S, knobs)
         else:
-            first = runs[enc[0]]
-            knobs = {t: (matched_knob(first, t, "accuracy")[0] or list(first[t])[0],) for t in ("SPRINT", "A3")}
-            runs[key] = run_encoder(rm, wls[key], S, {t: (float(k),) for t, k in knobs.items()},
+            runs[key] = run_encoder(rm, wls[key], S, carried_knobs(runs[enc[0]], ("SPRINT", "A3"), "accuracy"),
                                     test_items=S.carried_test)
         say(f"[league] {key} done")
     rd = models.load_decoder()
     for i, key in enumerate(dec):
         if i == 0:
-            knobs = {"SPRINT": knob_grid("SPRINT"), "A3": knob_grid("A3")[:2], "Token-Picker": knob_grid("Token-Picker")}
+            knobs = {"SPRINT": knob_grid("SPRINT"), "A3": knob_grid("A3")[:1], "Token-Picker": knob_grid("Token-Picker")}
             runs[key] = run_decoder(rd, wls[key], S, knobs)
         else:
-            first = runs[dec[0]]
-            knobs = {t: (float(matched_knob(first, t, "perplexity")[0] or list(first[t])[0]),)
-                     for t in ("SPRINT", "A3", "Token-Picker")}
+            knobs = carried_knobs(runs[dec[0]], ("SPRINT", "A3", "Token-Picker"), "perplexity")
             runs[key] = run_decoder(rd, wls[key], S, knobs, windows_per_corpus=1)
         say(f"[league] {key} done")
     for key, w in wls.items():
         if w.phase == "prefill":
             runs[key] = runs[dec[0]]
     return runs
+
+
+def carried_knobs(first: dict, techs, quality: str) -> dict:
+    """{technique: (knob,)}: the knob matched on the shorter sibling's run (its most conservative grid
+    point when none is within the budget)."""
+    out = {}
+    for t in techs:
+        knob = matched_knob(first, t, quality)[0]
+        out[t] = (float(knob if knob is not None else list(first[t])[0]),)
+    return out
 
 
 def attmemo_record(results_folder) -> dict | None:
