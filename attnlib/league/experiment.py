@@ -42,7 +42,7 @@ class Sizes:
 def sizes(profile: str) -> Sizes:
     if profile == "quick":
         return Sizes(emails=60, a3_test=12, carried_test=8, windows=1, rows=8, calib_tokens=128)
-    return Sizes(emails=800, a3_test=120, carried_test=60, windows=2, rows=32, calib_tokens=512)
+    return Sizes(emails=800, a3_test=120, carried_test=60, windows=3, rows=32, calib_tokens=512)
 
 
 # ----------------------------------------------------------------------------- encoder
