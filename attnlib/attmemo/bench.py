@@ -132,6 +132,16 @@ def _load(spec_path):
     return spec, arr, fe, indexes, store, WarmMaps
 
 
+def _wait_idle(wait_s: float, max_busy: float) -> None:
+    """Sample the machine every 0.5 s until other processes keep at most ``max_busy`` busy (at most wait_s)."""
+    end = time.monotonic() + float(wait_s or 0.0)
+    while time.monotonic() < end:
+        m = BusyMeter().start()
+        time.sleep(0.5)
+        if m.stop() <= max_busy:
+            break
+
+
 def time_grid(spec_path, *, log=print) -> dict:
     """Time every cell of a spec in THIS process (see the module docstring); returns the result dict."""
     import torch
@@ -146,13 +156,7 @@ def time_grid(spec_path, *, log=print) -> dict:
     maps = WarmMaps(store, fe.n_layers, entries)
     maps.touch()
     out = dict(pid=os.getpid(), cells=[], load_s=round(time.perf_counter() - t_start, 2))
-    if spec.get("wait_s"):   # wait (bounded) for an idle machine before the first cell
-        end = time.monotonic() + spec["wait_s"]
-        while time.monotonic() < end:
-            m = BusyMeter().start()
-            time.sleep(0.5)
-            if m.stop() <= spec["max_busy"]:
-                break
+    _wait_idle(spec.get("wait_s", 0.0), spec["max_busy"])   # before the first cell
     for c in spec["cells"]:
         L, B, th = int(c["L"]), int(c["B"]), int(c["threads"])
         ids, ent = torch.from_numpy(arr[f"ids_{L}"]), arr[f"ent_{L}"]
@@ -169,16 +173,24 @@ def time_grid(spec_path, *, log=print) -> dict:
         if not set(VARIANTS) <= set(variants) or not set(variants) <= set(fns):
             raise ValueError(f"cell {cell_key(L, B, th)}: variants must include {VARIANTS} and lie in {tuple(fns)}")
         fns = {v: fns[v] for v in variants}
-        meter = BusyMeter().start()
-        t0 = time.perf_counter()
-        with torch.no_grad(), torch_threads(th) as used:
-            t = time_variants(fns, batches, int(c["reps"]))
-        busy = meter.stop()
+        first_busy = None
+        for attempt in (1, 2):   # a flagged cell is timed again once, after waiting for an idle machine
+            meter = BusyMeter().start()
+            t0 = time.perf_counter()
+            with torch.no_grad(), torch_threads(th) as used:
+                t = time_variants(fns, batches, int(c["reps"]))
+            busy = meter.stop()
+            if attempt == 2 or not (np.isfinite(busy) and busy > spec["max_busy"]):
+                break
+            first_busy = busy
+            log(f"  [pid {os.getpid()}] {cell_key(L, B, th)}: other processes kept {busy:.0%} busy; timed again")
+            _wait_idle(spec.get("wait_s", 0.0), spec["max_busy"])
         if hit.n_hits != hit.n_inputs or miss.n_hits:
             raise RuntimeError(f"cell {cell_key(L, B, th)}: the hit variant missed or the miss variant hit "
                                f"({hit.n_hits}/{hit.n_inputs}, {miss.n_hits})")
         row = dict(key=cell_key(L, B, th), L=L, B=B, threads=used, reps=int(c["reps"]), n_batches=len(batches),
                    busy_other=round(busy, 4), flagged=bool(np.isfinite(busy) and busy > spec["max_busy"]),
+                   retimed=first_busy is not None, first_busy=None if first_busy is None else round(first_busy, 4),
                    wall_s=round(time.perf_counter() - t0, 2),
                    times={v: t[v].tolist() for v in variants}, cpu={v: t[f"{v}@cpu"].tolist() for v in variants})
         out["cells"].append(row)

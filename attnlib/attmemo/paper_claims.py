@@ -135,6 +135,7 @@ def latency_claims(fd: FactorDraws, hits: dict, ctx: dict) -> list[dict]:
                                   "for any text)"])
     params = dict(machine=ctx["machine"], lengths=lengths, batches=batches, threads=threads, processes=fd.n_procs,
                   reps=fd.reps, flagged_cells=flagged, max_busy_other=busy, busy_threshold=ctx["max_busy"],
+                  retimed_cells=[k for k, d in fd.totals.items() if d.get("retimed")],
                   hit_rate={s: {str(L): h[s][L] for L in lengths} for s in STREAMS},
                   factors={k: fd.point[k] for k in fd.totals})
 

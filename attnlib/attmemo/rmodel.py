@@ -50,6 +50,7 @@ def cell_totals(results: list[dict]) -> dict:
             d["T"].append(t)
             d["busy"].append(c["busy_other"])
             d["flagged"] |= bool(c["flagged"])
+            d["retimed"] = d.get("retimed", False) or bool(c.get("retimed", False))
     for k, d in out.items():
         if len(d["T"]) != len(results) or len({t.shape for t in d["T"]}) != 1:
             raise ValueError(f"cell {k}: every process must time it with the same repetitions")
