@@ -119,16 +119,18 @@ def decoder_windows(rm, length: int, per_corpus: int) -> tuple[list[list[int]], 
 
 
 def run_decoder(rm, w: Workload, S: Sizes, knobs: dict, *, windows_per_corpus: int | None = None) -> dict:
-    """Decode-step quality (teacher forced, exact prefix of ``w.context`` tokens) and counts of each
-    technique at each knob. Returns {technique: {knob: dict(nll, tokens, sums)}, "exact": dict(nll, tokens),
+    """Decode-step quality (teacher forced, exact prefix of ``w.context`` tokens, or fewer where the
+    model's position limit leaves no room for the scored rows: SmolLM2 8,192 positions, so the 8K steps
+    see 8,192 - rows - 1 to 8,191 cached tokens) and counts of each technique at each knob. Returns {technique: {knob: dict(nll, tokens, sums)}, "exact": dict(nll, tokens),
     "corpus": [...]}."""
     from ..sprint.algorithm import AnalogConfig
     from .quality import decode_nll
 
     per = windows_per_corpus or S.windows
+    prefix = min(w.context, rm.max_positions - S.rows - 1)   # the model's position limit caps the longest context
 
     def compute():
-        windows, corpus = decoder_windows(rm, w.context + S.rows + 1, per)
+        windows, corpus = decoder_windows(rm, prefix + S.rows + 1, per)
         G = rm.n_heads // rm.n_kv_heads
         cal = None
         if "SPRINT" in knobs:
@@ -149,13 +151,13 @@ def run_decoder(rm, w: Workload, S: Sizes, knobs: dict, *, windows_per_corpus: i
                     fns[(tech, str(knob))] = a3_fn(knob, c)
                 elif tech == "Token-Picker":
                     fns[(tech, str(knob))] = token_picker_fn(knob, c, kv_groups=G)
-        res = decode_nll(rm, windows, w.context, fns, progress=False)
+        res = decode_nll(rm, windows, prefix, fns, progress=False)
         out = {"exact": res["exact"], "corpus": corpus}
         for (tech, knob), c in counts.items():
             out.setdefault(tech, {})[knob] = dict(**res[(tech, knob)], sums=c.arrays())
         return out
 
-    key = dict(v=VERSION, workload=w.key, context=w.context, sizes=S.__dict__, per=per,
+    key = dict(v=VERSION, workload=w.key, context=w.context, prefix=prefix, sizes=S.__dict__, per=per,
                knobs={k: list(v) for k, v in knobs.items()}, z=SPRINT_Z)
     return cached("league", f"decoder-{w.key}", key, compute)
 
