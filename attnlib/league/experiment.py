@@ -157,7 +157,7 @@ def run_decoder(rm, w: Workload, S: Sizes, knobs: dict, *, windows_per_corpus: i
             out.setdefault(tech, {})[knob] = dict(**res[(tech, knob)], sums=c.arrays())
         return out
 
-    key = dict(v=VERSION, workload=w.key, context=w.context, prefix=prefix, sizes=S.__dict__, per=per,
+    key = dict(v=VERSION, workload=w.key, context=w.context, sizes=S.__dict__, per=per,
                knobs={k: list(v) for k, v in knobs.items()}, z=SPRINT_Z)
     return cached("league", f"decoder-{w.key}", key, compute)
 
