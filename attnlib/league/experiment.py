@@ -107,12 +107,18 @@ def run_encoder(rm, w: Workload, S: Sizes, knobs: dict, *, test_items: int | Non
 
 # ----------------------------------------------------------------------------- decoder
 def decoder_windows(rm, length: int, per_corpus: int) -> tuple[list[list[int]], list[str]]:
-    """``per_corpus`` windows of ``length`` tokens from Austen and from Brown (running text)."""
+    """``per_corpus`` windows of ``length`` tokens from Austen and from Brown (running text). Where no
+    single document is long enough (Brown's samples at 8K), the corpus's documents are joined in order
+    (blank line between them) before cutting."""
     from .. import data, evaluate
 
     out, corpus = [], []
     for name in ("austen", "brown"):
-        ws = evaluate.text_windows(rm, data.load_text(name), length, per_corpus, seed=1)
+        docs = data.load_text(name)
+        try:
+            ws = evaluate.text_windows(rm, docs, length, per_corpus, seed=1)
+        except ValueError:
+            ws = evaluate.text_windows(rm, ["\n\n".join(docs)], length, per_corpus, seed=1)
         out += ws
         corpus += [name] * len(ws)
     return out, corpus
