@@ -1,6 +1,6 @@
 """A3 algorithm (Ham et al., HPCA 2020, arXiv 2002.10941): approximate attention by greedy candidate search.
 
-The algorithm (paper card: /work/shared/papers/a3.md; details marked [unconfirmed] there are stated
+The algorithm (paper card: docs/papers/a3.md; details marked [unconfirmed] there are stated
 here as this module's interpretation):
 
 1. Preprocessing, once per key matrix K (n x d): sort every column of K, keeping row indices.

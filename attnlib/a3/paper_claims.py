@@ -1,7 +1,7 @@
 """A3's claims as the paper states them, the structural choices (scenario axes) that can decide them,
 and the rules that pick the headline scenario and the operating points.
 
-Paper values come from the card (../shared/papers/a3.md); every one is a [secondary] reading of the paper
+Paper values come from the card (docs/papers/a3.md); every one is a [secondary] reading of the paper
 (a published critique). The notebook measures and models; this module turns the cached runs into the
 scenario values each claim declares (`speed_points`, `energy_points`) and holds the axes:
 
@@ -43,7 +43,7 @@ from ..claims import Axis, Deviation
 from .experiments import matched_setting
 from .hardware import SORT_OPTIONS, A3Hardware, stream_arrays
 
-CARD = "../shared/papers/a3.md"
+CARD = "docs/papers/a3.md"
 
 #: The paper's numbers [secondary: critique, on the card].
 PAPER = dict(loss_band={"conservative": (1.0, 1.6), "aggressive": (8.0, 9.0)}, throughput=(2.6, 7.0), latency=(1.6, 8.0),

@@ -1,7 +1,7 @@
 """AttMEMO's claims as the paper states them, with their scenario axes, and the claim records computed
 from the measured factors of R(h) = h s - (1 - h) m (`rmodel`).
 
-Paper values (card ../shared/papers/attmemo.md):
+Paper values (card docs/papers/attmemo.md):
 
 * ``avg_latency_reduction`` 22% average inference-latency reduction [paper, v2 abstract] (v1: 21%);
 * ``max_latency_reduction`` "up to 68%" [paper, abstract];
@@ -25,7 +25,7 @@ import numpy as np
 from ..claims import Axis, Deviation
 from .rmodel import FactorDraws, hit_rate_draws, hit_rate_needed
 
-CARD = "../shared/papers/attmemo.md"
+CARD = "docs/papers/attmemo.md"
 PAPER = dict(avg_latency_reduction=(22.0, "paper, v2 abstract (v1: 21%)"),
              max_latency_reduction=(68.0, "paper, abstract ('up to 68%')"),
              accuracy_loss=(0.0, "paper, abstract ('negligible accuracy loss')"))

@@ -1,6 +1,6 @@
 """Shapes, platforms and the two cost conventions of the FLAT reproduction.
 
-Two conventions exist for the same dataflows (../shared/papers/flat.md, "Hardware and cost model"):
+Two conventions exist for the same dataflows (docs/papers/flat.md, "Hardware and cost model"):
 
 * ``FLAT`` -- FLAT's own cost model as FuseMax (arXiv 2406.10491 §VI-A, footnote 6) describes it
   [secondary]: the softmax is free (no data movement, unlimited 1D compute) and the energy is the DRAM

@@ -2,7 +2,7 @@
 decide each headline (with the option the paper describes), the rule for the headline scenario, and
 the scenario grid computed from CACHED keep masks (an accounting change never re-runs a model).
 
-Sources (../shared/papers/sprint.md): [paper] the abstract; S1 a structured summary of the full
+Sources (docs/papers/sprint.md): [paper] the abstract; S1 a structured summary of the full
 paper; S2 a blog note (per-configuration speedups, the results sections' figures).
 
 Headline axes (`speedup_axes`, `energy_axes`):

@@ -1,6 +1,6 @@
 """Token-Picker's claims as the paper states them, with the scenario axes that can decide them.
 
-Paper values (card: ../shared/papers/token_picker.md): the abstract's 12.1x pruning ratio "without
+Paper values (card: docs/papers/token_picker.md): the abstract's 12.1x pruning ratio "without
 fine-tuning", 2.6x fewer off-chip memory accesses, 2.3x speedup, 2.4x energy efficiency [paper]; the
 unrounded 2.57x / 2.28x / 2.41x [secondary: sciencestack.ai summary of the full text].
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from ..claims import Axis, Deviation
 
-CARD = "../shared/papers/token_picker.md"
+CARD = "docs/papers/token_picker.md"
 CONTEXTS = (1024, 2048, 4096, 8192)
 HEADLINE_CONTEXT = 2048
 CORPUS_OPTIONS = ("Austen+Brown", "Austen", "Brown")
