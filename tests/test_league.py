@@ -146,3 +146,20 @@ def test_pruning_lowers_the_counted_attention_work(encoder_capture):
     half = techniques.technique_work("SPRINT", dict(kept=1, allowed=2, rows=1, rows_allowed=1), c, w, rr)
     most = techniques.technique_work("SPRINT", dict(kept=9, allowed=10, rows=1, rows_allowed=1), c, w, rr)
     assert half.macs < most.macs < techniques.technique_work("dense", {}, c, w, rr).macs
+
+
+def test_attmemo_row_reads_its_notebooks_record(tmp_path):
+    import json
+
+    rec = {"values": [{"name": "hit_rate_as_arrives_128", "value": 0.07}, {"name": "hit_rate_campaign_128", "value": 0.3}],
+           "claims": [{"claim_id": "accuracy_loss", "reproduced": 0.1, "interval": {"lo": 0.0, "hi": 0.3}}],
+           "profile": "full"}
+    (tmp_path / "05_attmemo.json").write_text(json.dumps(rec))
+    am = experiment.attmemo_record(tmp_path)
+    assert am["hit_rates"] == {128: 0.07} and am["hi"] == 0.3
+    wls = workloads()
+    rows = table.league_rows({}, {k: wls[k] for k in ("enc-128", "enc-512")}, "edge", attmemo=am)
+    at = {r["workload"]: r for r in rows if r["technique"] == "AttMEMO"}
+    assert at["enc-128"]["knob"] == 0.07 and at["enc-128"]["within"] and at["enc-128"]["speedup"] > 0
+    assert "512 tokens" in at["enc-512"]["na"]                              # no hit rate recorded there
+    assert experiment.attmemo_record(tmp_path / "missing") is None

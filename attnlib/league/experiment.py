@@ -244,17 +244,23 @@ def carried_knobs(first: dict, techs, quality: str) -> dict:
 
 
 def attmemo_record(results_folder) -> dict | None:
-    """AttMEMO's stream hit rate (128 tokens) and accuracy loss as its notebook recorded them, or None."""
+    """AttMEMO's hit rate on the e-mail stream as it arrives, per length ({tokens: rate}), and its
+    accuracy loss, as its notebook recorded them (results/05_attmemo.json); None when not recorded."""
     import json
+    import re
     from pathlib import Path
 
     path = Path(results_folder) / "05_attmemo.json"
     if not path.exists():
         return None
     data = json.loads(path.read_text())
-    hit = next((v for v in data.get("values", []) if v["name"].startswith("stream_hit_rate_128")), None)
+    rates = {}
+    for v in data.get("values", []):
+        m = re.fullmatch(r"hit_rate_as_arrives_(\d+)", v["name"])
+        if m:
+            rates[int(m.group(1))] = float(v["value"])
     loss = next((c for c in data.get("claims", []) if c["claim_id"] == "accuracy_loss"), None)
-    if hit is None or loss is None or loss.get("reproduced") is None:
+    if not rates or loss is None or loss.get("reproduced") is None:
         return None
-    return dict(hit_rate=float(hit["value"]), loss=float(loss["reproduced"]), lo=float(loss["interval"]["lo"]),
+    return dict(hit_rates=rates, loss=float(loss["reproduced"]), lo=float(loss["interval"]["lo"]),
                 hi=float(loss["interval"]["hi"]), source=f"the AttMEMO notebook's record ({data.get('profile')} profile)")

@@ -62,7 +62,7 @@ def _interval(tech, sums_by_call, w, platform, key, hit_rate) -> stats.Interval:
 def league_rows(runs: dict, wls: dict, platform: str, *, attmemo: dict | None = None) -> list[dict]:
     """Rows for every workload x (technique | combination) on ``platform`` ("edge" / "cloud").
 
-    runs: {workload key: run dict of `experiment.run_encoder` / `run_decoder`}; attmemo: dict(hit_rate,
+    runs: {workload key: run dict of `experiment.run_encoder` / `run_decoder`}; attmemo: dict(hit_rates={tokens: rate},
     loss, lo, hi, source) from the AttMEMO notebook's record, or None."""
     rows = []
     for key, w in wls.items():
@@ -81,10 +81,11 @@ def league_rows(runs: dict, wls: dict, platform: str, *, attmemo: dict | None = 
             if not core:                           # FLAT alone: exact
                 row.update(loss=0.0, loss_lo=0.0, loss_hi=0.0, note="exact: the fused kernel computes the reference attention")
             elif core[0] == "AttMEMO":
-                if not attmemo:
-                    rows.append({**row, "na": "the AttMEMO notebook has not recorded the stream's hit rate"})
+                hit = (attmemo or {}).get("hit_rates", {}).get(w.context)
+                if hit is None:
+                    rows.append({**row, "na": f"the AttMEMO notebook has not recorded the stream's hit rate at "
+                                              f"{w.context} tokens"})
                     continue
-                hit = attmemo["hit_rate"]
                 row.update(knob=hit, knob_name="stream hit rate", loss=attmemo["loss"], loss_lo=attmemo["lo"],
                            loss_hi=attmemo["hi"], note=f"hit rate and accuracy loss from {attmemo['source']}")
             else:
@@ -158,6 +159,12 @@ def winners(rows: list[dict]) -> dict[str, str]:
             out[key] = f"{label}: no technique stays within the quality budget here."
             continue
         best = max(ok, key=lambda r: r["speedup"])
+        if best["speedup"] < 1.005:
+            faster = [r["technique"] for r in mine if r["speedup"] >= 1.005]
+            out[key] = (f"{label}: no idea speeds the attention up within the quality budget (the dense baseline is "
+                        f"{best['base_bound']}-bound)" + (f"; {', '.join(faster)} would, at a larger quality loss"
+                                                          if faster else "") + ".")
+            continue
         share = best["share"]
         why = (f"the dense baseline is {best['base_bound']}-bound and attention is {share:.0%} of the dense "
                f"model's time, so its attention speedup of {best['speedup']:.2f}x becomes {best['e2e']:.2f}x end to end")

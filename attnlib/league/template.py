@@ -34,6 +34,8 @@ SOURCES = {
     "HBM": "O'Connor et al. MICRO'17: HBM2 3.9 pJ/bit (attnlib.hw energy table)",
     "ReRAM": "SPRINT (MICRO'22) [paper, per the card]: 65 nm ReRAM, 3.1 pJ/bit read, 24.4 pJ/bit write, "
              "0.10 pJ per in-memory MAC; bandwidth of the platform (ASSUMPTION)",
+    "vector unit": "ASSUMPTION (attnlib.hw): sqrt(PEs) lanes for exp / compare / sort steps (edge 32, cloud 256)",
+    "logit spill": "ASSUMPTION: an unfused kernel spills a head's logits when its tile exceeds half the buffer",
     "overlap": "ASSUMPTION: array, vector unit and main memory overlap perfectly (time = max); swept against sum",
     "static": "ASSUMPTION: no static power (dynamic energy only)",
 }
