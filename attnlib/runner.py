@@ -58,8 +58,8 @@ where things go:
 
 times: every notebook's time is printed as it finishes ([ok] NAME: N s) and written to
 executed/timings.<profile>.json. Last measured on 2 cores with warm caches (see README): full profile
-5m15s in all, --quick about 1m40s; a first run also creates .venv and fills .cache/ (about 19 min in
-all on a fresh clone: see README).
+8m12s in all, --quick about 1m50s; a first run also creates .venv and fills .cache/ (well over 25 min
+on a fresh clone after the latest changes: see README).
 
 exit status: 0 all notebooks ran; 1 a notebook failed (named on stderr, the others still ran);
 2 bad arguments (nothing ran).
