@@ -595,3 +595,29 @@ def _nll(step_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """NLL (nats) of ``targets`` (B, n) under ``step_logits`` (B, n, V)."""
     logp = torch.log_softmax(step_logits.float(), dim=-1)
     return -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def exact_prefix_cache(rm: RealModel, input_ids: torch.Tensor, prefix: int):
+    """The KV cache (``past_key_values``) of ``input_ids[:, :prefix]`` (B, T long, unpadded) computed once
+    with exact causal attention (the fused kernel), for `tail_nll` to reuse."""
+    def exact_causal(q, k, v, mask, scale, layer):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+
+    with torch.no_grad(), replaced_attention(rm, exact_causal):
+        return rm.model(input_ids=input_ids[:, :prefix], use_cache=True).past_key_values
+
+
+def tail_nll(rm: RealModel, input_ids: torch.Tensor, prefix: int, past, attn_fn: AttnFn | None = None) -> torch.Tensor:
+    """Teacher-forced NLL (nats), (B, T - 1 - prefix), of tokens prefix+1 .. T-1: rows prefix .. T-2 run in
+    one pass against ``past`` (from `exact_prefix_cache`), each a decode step against its own causal
+    prefix, with ``attn_fn`` in every layer (None: the model's own attention). ``past`` is cropped back
+    to the prefix afterwards, so the next attention function reuses it."""
+    ctx = replaced_attention(rm, attn_fn) if attn_fn is not None else contextlib.nullcontext()
+    try:
+        with torch.no_grad(), ctx:
+            out = rm.model(input_ids=input_ids[:, prefix:-1], past_key_values=past, use_cache=True)
+    finally:
+        extra = past.get_seq_length() - prefix
+        if extra > 0:
+            past.crop(-extra)
+    return _nll(out.logits, input_ids[:, prefix + 1:])

@@ -286,3 +286,19 @@ def test_probe_and_embeddings(encoder, tmp_path, monkeypatch):
     assert 0 <= E.probe_accuracy(encoder, probe, attn_fn=uniform_attn_fn, progress=False) <= 1
     with pytest.raises(ValueError, match="encoder"):
         E.embed(M.RealModel("x", "decoder", None, None, 1, 1, 1, 1, 1, "cpu"), texts, 32)
+
+
+def test_tail_nll_after_an_exact_prefix_matches_one_forward_pass(decoder):
+    """The prefix cache + tail pass scores the same tokens as a single teacher-forced forward, and the
+    cache is cropped back so a second attention function sees the same prefix."""
+    ids = decoder.tokenizer("The quick brown fox jumps over the lazy dog near the river bank today.",
+                            return_tensors="pt")["input_ids"]
+    prefix = 6
+    full = M.logits(decoder, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    ref = -torch.log_softmax(full[:, prefix:-1].float(), -1).gather(-1, ids[:, prefix + 1:, None]).squeeze(-1)
+    past = M.exact_prefix_cache(decoder, ids, prefix)
+    first = M.tail_nll(decoder, ids, prefix, past)
+    assert past.get_seq_length() == prefix
+    again = M.tail_nll(decoder, ids, prefix, past, M.exact_attn_fn)
+    assert first.shape == (1, ids.shape[1] - 1 - prefix)
+    assert torch.allclose(first, ref, atol=1e-3) and torch.allclose(again, ref, atol=1e-3)

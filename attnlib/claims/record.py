@@ -106,9 +106,10 @@ def _within(value: float, lo: float, hi: float) -> bool:
 
 def _variation(claim_id: str, v, method: str, role: str) -> dict:
     if v is None:
-        if method == "none" or role != "headline":
-            return dict(MODELLED_VARIATION) if method == "none" else dict(unit="see the headline", covers=[],
-                                                                          not_covered=[])
+        if method == "none":
+            return dict(MODELLED_VARIATION)
+        if role != "headline":
+            return dict(unit="see the headline", covers=[], not_covered=[])
         raise ValueError(f"claim {claim_id!r}: a headline with a statistical interval names its variation "
                          "{unit, covers, not_covered}: what is resampled and what could still move it")
     v = dict(v)

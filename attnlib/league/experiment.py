@@ -11,6 +11,7 @@ fewer items; the carried rows say so.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,25 +79,19 @@ def run_encoder(rm, w: Workload, S: Sizes, knobs: dict, *, test_items: int | Non
         probe.test_texts, probe.test_labels = probe.test_texts[:n_test], probe.test_labels[:n_test]
         out = {"exact": evaluate.probe_correct(rm, probe, progress=False)}
         cal = _calibrator(rm, models.encode(rm, calib_texts, w.context)) if "SPRINT" in knobs else None
+        a3_probe = copy.copy(probe)                     # A3 (the slowest) scores the first a3_test items
+        a3_probe.test_texts, a3_probe.test_labels = probe.test_texts[:S.a3_test], probe.test_labels[:S.a3_test]
         for tech, grid in knobs.items():
+            if tech not in ("SPRINT", "A3"):
+                raise ValueError(f"{tech} does not run on an encoder workload")
             out[tech] = {}
             for knob in grid:
                 counts = Counts()
                 if tech == "SPRINT":
-                    fn = sprint_fn(cal, knob, counts, z=SPRINT_Z, cfg=AnalogConfig(), kv_groups=1, decode=False)
-                elif tech == "A3":
-                    fn = a3_fn(knob, counts)
-                    p = probe
-                    if S.a3_test < n_test:
-                        import copy
-                        p = copy.copy(probe)
-                        p.test_texts, p.test_labels = probe.test_texts[:S.a3_test], probe.test_labels[:S.a3_test]
-                    out[tech][str(knob)] = dict(correct=evaluate.probe_correct(rm, p, fn, progress=False),
-                                                sums=counts.arrays())
-                    continue
+                    fn, p = sprint_fn(cal, knob, counts, z=SPRINT_Z, cfg=AnalogConfig(), kv_groups=1, decode=False), probe
                 else:
-                    raise ValueError(f"{tech} does not run on an encoder workload")
-                out[tech][str(knob)] = dict(correct=evaluate.probe_correct(rm, probe, fn, progress=False),
+                    fn, p = a3_fn(knob, counts), a3_probe
+                out[tech][str(knob)] = dict(correct=evaluate.probe_correct(rm, p, fn, progress=False),
                                             sums=counts.arrays())
         return out
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..models import replaced_attention
+from ..models import exact_prefix_cache, tail_nll
 
 
 def causal_fallback(fn):
@@ -41,35 +41,14 @@ def decode_nll(rm, windows, prefix: int, attn_fns: dict, *, progress: bool = Tru
     if len(lengths) != 1 or not 1 <= prefix <= min(lengths) - 2:
         raise ValueError(f"windows must share one length > prefix + 1; got lengths {sorted(lengths)}, prefix {prefix}")
 
-    def exact_causal(q, k, v, mask, scale, layer):
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-
     out = {name: dict(nll=np.zeros(len(windows)), tokens=np.zeros(len(windows))) for name in attn_fns}
     for wi, w in enumerate(tqdm(windows, desc="windows", disable=not progress, leave=False)):
         ids = torch.tensor([w], dtype=torch.long, device=rm.device)
-        with torch.no_grad(), replaced_attention(rm, exact_causal):
-            past = rm.model(input_ids=ids[:, :prefix], use_cache=True).past_key_values
+        past = exact_prefix_cache(rm, ids, prefix)
         for name, fn in attn_fns.items():
-            ctx = replaced_attention(rm, causal_fallback(fn)) if fn is not None else _Null()
-            try:
-                with torch.no_grad(), ctx:
-                    logits = rm.model(input_ids=ids[:, prefix:-1], past_key_values=past, use_cache=True).logits
-            finally:
-                extra = past.get_seq_length() - prefix
-                if extra > 0:
-                    past.crop(-extra)
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            nll = -logp.gather(-1, ids[:, prefix + 1:, None]).squeeze(-1)
+            nll = tail_nll(rm, ids, prefix, past, None if fn is None else causal_fallback(fn))
             if not torch.isfinite(nll).all():
                 raise FloatingPointError(f"non-finite NLL with attention {name!r}")
             out[name]["nll"][wi] = float(nll.double().sum())
             out[name]["tokens"][wi] = nll.numel()
     return out
-
-
-class _Null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

@@ -27,14 +27,18 @@ def _template(tech: str, platform: str):
     return template(platform, "ReRAM" if "SPRINT" in tech else PLATFORM_MEMORY[platform])
 
 
+def _split(tech: str) -> tuple[bool, list[str]]:
+    """(fused, the non-FLAT techniques) of a league entry such as "FLAT+SPRINT"."""
+    parts = tech.split("+")
+    return "FLAT" in parts, [p for p in parts if p != "FLAT"]
+
+
 def ratios(tech: str, sums: dict, w: Workload, platform: str, *, overlap: str = "max", hit_rate=None) -> dict:
     """Speedup and energy reduction (dense / technique) of the attention and end to end, on one template."""
     tpl = _template(tech, platform)
     c = dense_counts(w)
     base = cost(technique_work("dense", {}, c, w, tpl), tpl, overlap=overlap)
-    parts = tech.split("+")
-    fused = "FLAT" in parts
-    core = [p for p in parts if p != "FLAT"]
+    fused, core = _split(tech)
     work = technique_work(core[0] if core else "FLAT", sums, c, w, tpl, fused=fused, hit_rate=hit_rate)
     new = cost(work, tpl, overlap=overlap)
     rest = cost(other_work(w), tpl, overlap=overlap)
@@ -44,19 +48,19 @@ def ratios(tech: str, sums: dict, w: Workload, platform: str, *, overlap: str = 
                 base_bound=base["bound"], bound=new["bound"])
 
 
-def _interval(tech, sums_by_call, w, platform, key, hit_rate) -> stats.Interval:
-    """Bootstrap over calls (e-mail batches / windows) of the recorded sums."""
-    n = len(next(iter(sums_by_call.values())))
+def _intervals(tech, sums_by_call, w, platform, hit_rate, point: dict) -> dict:
+    """{"speedup", "energy"}: 95% intervals from one bootstrap over calls (e-mail batches / windows) of
+    the recorded sums; a point interval when there is a single call."""
+    keys = ("speedup", "energy")
+    n = len(next(iter(sums_by_call.values()))) if sums_by_call else 0
     if n < 2:
-        v = ratios(tech, {k: a.sum() for k, a in sums_by_call.items()}, w, platform, hit_rate=hit_rate)[key]
-        return stats.no_interval(v)
+        return {k: stats.no_interval(point[k]) for k in keys}
     rng = np.random.default_rng(0)
     draws = []
     for _ in range(N_DRAWS):
         i = rng.integers(0, n, n)
-        draws.append(ratios(tech, {k: a[i].sum() for k, a in sums_by_call.items()}, w, platform, hit_rate=hit_rate)[key])
-    lo, hi = np.percentile(draws, [2.5, 97.5])
-    return stats.Interval(float(lo), float(hi), f"bootstrap over {n} calls", n)
+        draws.append(ratios(tech, {k: a[i].sum() for k, a in sums_by_call.items()}, w, platform, hit_rate=hit_rate))
+    return {k: stats.from_draws(point[k], [d[k] for d in draws], method=f"bootstrap over {n} calls", n=n) for k in keys}
 
 
 def league_rows(runs: dict, wls: dict, platform: str, *, attmemo: dict | None = None) -> list[dict]:
@@ -69,14 +73,14 @@ def league_rows(runs: dict, wls: dict, platform: str, *, attmemo: dict | None = 
         run = runs.get(key)
         entries = list(TECHNIQUES) + ["+".join(c) for c in COMBINATIONS]
         for tech in entries:
-            parts = tech.split("+")
+            fused, core = _split(tech)
             row = dict(workload=key, label=w.label, technique=tech, platform=platform, knob=None, knob_name="",
                        loss=None, loss_lo=None, loss_hi=None, quality=w.quality, note="")
-            reason = next((r for r in (not_applicable(p, w, _template(tech, platform)) for p in parts) if r), None)
+            reason = next((r for r in (not_applicable(p, w, _template(tech, platform)) for p in tech.split("+")) if r),
+                          None)
             if reason:
                 rows.append({**row, "na": reason})
                 continue
-            core = [p for p in parts if p != "FLAT"]
             sums, hit = {}, None
             if not core:                           # FLAT alone: exact
                 row.update(loss=0.0, loss_lo=0.0, loss_hi=0.0, note="exact: the fused kernel computes the reference attention")
@@ -108,9 +112,8 @@ def league_rows(runs: dict, wls: dict, platform: str, *, attmemo: dict | None = 
             row.update(_sums=sums, _hit=hit, _workload=w)   # what `rerate` needs to recompute the row
             r = ratios(tech, total, w, platform, hit_rate=hit)
             row.update(r, within=row["loss_hi"] is not None and row["loss_hi"] <= BUDGET[w.quality], na="")
-            for k in ("speedup", "energy"):
-                iv = _interval(tech, sums, w, platform, k, hit) if sums else stats.no_interval(r[k])
-                row[f"{k}_lo"], row[f"{k}_hi"] = min(iv.lo, r[k]), max(iv.hi, r[k])
+            for k, iv in _intervals(tech, sums, w, platform, hit, r).items():
+                row[f"{k}_lo"], row[f"{k}_hi"] = iv.lo, iv.hi
             alt = [ratios(tech, total, w, p, overlap=o, hit_rate=hit)["speedup"] for p in ("edge", "cloud")
                    for o in ("max", "sum")]
             row["scenario_lo"], row["scenario_hi"] = min(alt), max(alt)

@@ -91,12 +91,6 @@ class _Calls:
         return max(self.call, 0)
 
 
-def _allowed(mask, shape) -> torch.Tensor:
-    from ..sprint.algorithm import allowed_from_mask
-
-    return allowed_from_mask(mask, shape)
-
-
 def _group_union(keep: torch.Tensor, groups: int) -> torch.Tensor:
     """(B, H, Tq, Tk) keep -> (B, H/groups, Tq, Tk): kept by any head of the KV group."""
     b, h, tq, tk = keep.shape

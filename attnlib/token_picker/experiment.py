@@ -322,7 +322,7 @@ def quality_runs(rm, windows, prefill: int, cfg: PickerConfig, thresholds, *, ke
     """
     import time
 
-    from ..models import replaced_attention
+    from ..models import exact_prefix_cache, tail_nll
 
     ids = torch.tensor(windows, dtype=torch.long, device=rm.device)
     if ids.ndim != 2 or not 1 <= prefill <= ids.shape[1] - 2:
@@ -331,13 +331,9 @@ def quality_runs(rm, windows, prefill: int, cfg: PickerConfig, thresholds, *, ke
     base_key = dict(model=rm.name, windows=[list(map(int, w)) for w in windows], prefill=int(prefill), **(key or {}))
     state = {}
 
-    def exact_causal(q, k, v, mask, scale, layer):  # unpadded prompt: the fused causal kernel
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-
     def prefix_cache():
         if "past" not in state:
-            with torch.no_grad(), replaced_attention(rm, exact_causal):
-                state["past"] = rm.model(input_ids=ids[:, :prefill], use_cache=True).past_key_values
+            state["past"] = exact_prefix_cache(rm, ids, prefill)
         return state["past"]
 
     results = {}
@@ -349,30 +345,13 @@ def quality_runs(rm, windows, prefill: int, cfg: PickerConfig, thresholds, *, ke
             past = prefix_cache()
             col = StatsCollector()
             fn = None if c is None else make_attn_fn(c, kv_groups=G, decode_from=0, collector=col)
-            ctx = replaced_attention(rm, fn) if fn is not None else _null()
-            try:
-                with torch.no_grad(), ctx:
-                    out = rm.model(input_ids=ids[:, prefill:-1], past_key_values=past, use_cache=True)
-            finally:
-                extra = past.get_seq_length() - prefill  # back to the prompt's cache for the next threshold
-                if extra > 0:
-                    past.crop(-extra)
-            logp = torch.log_softmax(out.logits.float(), dim=-1)
-            nll = (-logp.gather(-1, ids[:, prefill + 1:, None]).squeeze(-1)).double().numpy()
+            nll = tail_nll(rm, ids, prefill, past, fn).double().numpy()
             st = None if c is None else {layer: {f: a[0, 0] for f, a in arrs.items()}
                                          for layer, arrs in col.arrays().items()}
             return dict(nll=nll, stats=st, seconds=time.perf_counter() - t0)
 
         results[t] = cached("quality", dict(base_key, cfg=None if c is None else repr(c)), compute)
     return results
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ----------------------------------------------------------------------------- aggregation
