@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..workloads import FLAT_EVAL_MODELS, workload
 from .conventions import FLAT_BATCH, AttentionShape, Hardware, energy_j, platform
+from .crosscheck import tool_scales
 from .dataflows import COUNT_KEYS, DATAFLOWS, other_layers, search
 
 #: Table 4's buffer sizes [paper, v7 Table 4]: 20 KB, 200 KB, 20 MB, 2 GB (binary units here).
@@ -26,10 +27,16 @@ SCARCE_BUFFERS = (20 * 1024, 50 * 1024, 100 * 1024, 200 * 1024)
 SHARE_SEQS = (512, 4096, 16384, 65536)
 PAPER_SHARE = {512: 12, 4096: 49, 16384: 79, 65536: 94}
 
-#: The labelled assumptions and the values each sweep takes (the first is the default).
+#: The labelled assumptions and the values each sweep takes (the first is the default). The DRAM and SRAM
+#: energy scales multiply attnlib's energy table (Horowitz ISSCC'14 SRAM and DDR points, O'Connor MICRO'17
+#: HBM2; attnlib.hw.energy) by x0.5 and x2, and by the ratio of the field's own tools' value to it where
+#: that falls outside x0.5-x2: CACTI 7 (hwcomponents-cacti) for the buffers, hwcomponents' DRAM table
+#: (LPDDR4 / DDR3 / HBM2), from the cross-check attnlib/flat/accelforge_check.csv (`crosscheck.tool_scales`;
+#: e.g. CACTI's single-bank 32 MiB SRAM, where attnlib charges a 1 MiB bank). One scale applies to both
+#: platforms, so the range covers each platform's tool value.
 ASSUMPTIONS = {
-    "DRAM energy scale": (1.0, 0.5, 2.0),
-    "SRAM energy scale": (1.0, 0.5, 2.0),
+    "DRAM energy scale": (1.0, 0.5, 2.0) + tool_scales("DRAM energy"),
+    "SRAM energy scale": (1.0, 0.5, 2.0) + tool_scales("SRAM energy"),
     "1D-array width scale": (1.0, 0.25, 4.0),
     "overlap": (1.0, 0.5, 0.0),
 }

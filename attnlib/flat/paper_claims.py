@@ -124,7 +124,8 @@ def _code_version() -> str:
     """Hash of the sources the tables depend on (this subpackage, the hardware presets, the workloads)."""
     root = Path(__file__).resolve().parents[1]
     files = sorted(root.joinpath("flat").glob("*.py")) + sorted(root.joinpath("hw").glob("*.py")) + [
-        root / "workloads.py", root / "flat" / "fusemax_flat_validation.csv"]
+        root / "workloads.py", root / "flat" / "fusemax_flat_validation.csv",
+        root / "flat" / "accelforge_check.csv"]            # the energy sweep's tool ends (crosscheck.tool_scales)
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode() + f.read_bytes())
@@ -339,6 +340,13 @@ def specs(models, seqs, t4_buffers=None, scarce_buffers=None) -> list[Spec]:
     return out
 
 
+def _span(name: str) -> str:
+    """An energy assumption's swept span, e.g. "x0.5-x4.85"."""
+    from .experiments import ASSUMPTIONS
+
+    return f"x{min(ASSUMPTIONS[name]):g}-x{max(ASSUMPTIONS[name]):g}"
+
+
 def _common_deviations(conv: str, hw: dict) -> list:
     devs = [
         Deviation("cost model", "analytical model after MAESTRO/Timeloop with Accelergy energies",
@@ -367,7 +375,9 @@ def _common_deviations(conv: str, hw: dict) -> list:
                       f"sqrt(PEs): {hw['lanes']} (ASSUMPTION, swept x0.25-x4)", "secondary: FuseMax §VI-A",
                       "mixed: a narrower array makes the softmax the bound"),
             Deviation("DRAM / SRAM / MAC energies", "Accelergy tables (values not on the card)",
-                      f"{hw['energies']} (ASSUMPTION, DRAM and SRAM swept x0.5-x2)", "unconfirmed",
+                      f"{hw['energies']} (ASSUMPTION, DRAM swept {_span('DRAM energy scale')}, SRAM "
+                      f"{_span('SRAM energy scale')}: x0.5-x2 of the Horowitz / O'Connor table and the CACTI / "
+                      f"hwcomponents values of attnlib/flat/accelforge_check.csv)", "unconfirmed",
                       "mixed: moves the DRAM share of the energy"),
         ]
     return devs
