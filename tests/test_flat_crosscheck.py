@@ -82,7 +82,8 @@ def test_cacti_energies_and_the_sweep(tab):
     assert d.loc[("MAC energy per op", "16-bit int MAC, 32-bit accumulator"), "ratio"] > 2
     assert 1 < d.loc[("DRAM energy", "HBM2"), "ratio"] < 2
     # every tool energy of a swept constant lies inside the sweep's range (the CACTI end added to it)
-    for q, name in (("SRAM energy", "SRAM energy scale"), ("DRAM energy", "DRAM energy scale")):
+    for q, name in (("SRAM energy", "SRAM energy scale"), ("DRAM energy", "DRAM energy scale"),
+                    ("MAC energy per op", "MAC energy scale")):
         rng = flat.ASSUMPTIONS[name]
         r = tab[(tab.quantity == q)].ratio
         assert min(rng) <= r.min() + 0.005 and r.max() - 0.005 <= max(rng), (q, rng, list(r))

@@ -31,7 +31,7 @@ def test_flat_notebook(run_notebook):
         assert c["params"]["convention"] == "flat" and claims[f"{cid}_full"]["params"]["convention"] == "full"
         assert c["params"]["map_space"] == "replica" and claims[f"{cid}_full_search"]["params"]["map_space"] == "full"
         swept = claims[f"{cid}_full"]["assumption_range"]["swept"]
-        assert set(swept) == {"DRAM energy scale", "SRAM energy scale", "1D-array width scale", "overlap"}
+        assert set(swept) == {"DRAM energy scale", "SRAM energy scale", "MAC energy scale", "1D-array width scale", "overlap"}
         # every headline: direction, swept axes (the map space among them), a rule, the paper's setting first
         assert c["direction"] in ("about", "within") and c["headline_rule"] and c["variation"]["not_covered"]
         names = {a["name"] for a in c["axes"]}

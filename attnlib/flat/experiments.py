@@ -37,6 +37,7 @@ PAPER_SHARE = {512: 12, 4096: 49, 16384: 79, 65536: 94}
 ASSUMPTIONS = {
     "DRAM energy scale": (1.0, 0.5, 2.0) + tool_scales("DRAM energy"),
     "SRAM energy scale": (1.0, 0.5, 2.0) + tool_scales("SRAM energy"),
+    "MAC energy scale": (1.0, 0.5, 2.0) + tool_scales("MAC energy per op"),
     "1D-array width scale": (1.0, 0.25, 4.0),
     "overlap": (1.0, 0.5, 0.0),
 }
@@ -92,14 +93,16 @@ def grid_points(platforms=("edge", "cloud"), models=FLAT_EVAL_MODELS, seqs=None,
     return [(p, b, m, n) for p in platforms for b in buffers for m in models for n in seqs]
 
 
-def with_energy(df: pd.DataFrame, *, dram_scale: float = 1.0, sram_scale: float = 1.0) -> pd.DataFrame:
-    """``df`` with energy_j recomputed from the stored counts for scaled DRAM / SRAM energies (same mappings)."""
+def with_energy(df: pd.DataFrame, *, dram_scale: float = 1.0, sram_scale: float = 1.0,
+                mac_scale: float = 1.0) -> pd.DataFrame:
+    """``df`` with energy_j recomputed from the stored counts for scaled DRAM / SRAM / MAC energies (same
+    mappings)."""
     out = df.copy()
     for conv, idx in out.groupby("convention").groups.items():
         sub = out.loc[idx]
         counts = {k: sub[k].to_numpy() for k in COUNT_KEYS}
         hw = Hardware("", 1, 1.0, 2.0, 1.0, 1.0, 1, sub.dram_pj_bit.to_numpy() * dram_scale,
-                      sub.sram_pj_bit.to_numpy() * sram_scale, sub.mac_pj.to_numpy(), sub.exp_pj.to_numpy(),
+                      sub.sram_pj_bit.to_numpy() * sram_scale, sub.mac_pj.to_numpy() * mac_scale, sub.exp_pj.to_numpy(),
                       sub.simple_pj.to_numpy())
         out.loc[idx, "energy_j"] = energy_j(counts, hw, conv)
     return out
@@ -168,6 +171,8 @@ def sweep(points, *, batch: int = FLAT_BATCH, e2e: bool = False, assumptions=Non
                 out[(name, v)] = with_energy(base, dram_scale=v)
             elif name == "SRAM energy scale":
                 out[(name, v)] = with_energy(base, sram_scale=v)
+            elif name == "MAC energy scale":
+                out[(name, v)] = with_energy(base, mac_scale=v)
             elif name == "overlap":
                 out[(name, v)] = run(points, batch=batch, e2e=e2e, overlap=v, **sc)
             elif name == "1D-array width scale":

@@ -376,7 +376,8 @@ def _common_deviations(conv: str, hw: dict) -> list:
                       "mixed: a narrower array makes the softmax the bound"),
             Deviation("DRAM / SRAM / MAC energies", "Accelergy tables (values not on the card)",
                       f"{hw['energies']} (ASSUMPTION, DRAM swept {_span('DRAM energy scale')}, SRAM "
-                      f"{_span('SRAM energy scale')}: x0.5-x2 of the Horowitz / O'Connor table and the CACTI / "
+                      f"{_span('SRAM energy scale')}, MAC {_span('MAC energy scale')}: x0.5-x2 of the Horowitz / O'Connor "
+                      f"table and the CACTI / "
                       f"hwcomponents values of attnlib/flat/accelforge_check.csv)", "unconfirmed",
                       "mixed: moves the DRAM share of the energy"),
         ]
