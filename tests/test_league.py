@@ -100,6 +100,35 @@ def test_matched_knob_is_the_most_aggressive_within_budget_on_the_upper_end():
     assert best is None
 
 
+def test_sweep_walks_the_grid_until_the_first_knob_over_the_budget():
+    losses = {0.99: 0.2, 0.95: 1.5, 0.9: 0.5}          # 0.9 would pass by chance: never measured
+    exact = _fake_run({})["exact"]
+    measured = []
+
+    def measure(knob):
+        measured.append(knob)
+        return _fake_run({knob: losses[knob]})["SPRINT"][str(knob)]
+
+    out = experiment.sweep({"exact": exact}, "SPRINT", list(losses), measure, "perplexity")
+    assert measured == [0.99, 0.95] and list(out) == ["0.99", "0.95"]
+    best, _ = experiment.matched_knob({"exact": exact, "SPRINT": out}, "SPRINT", "perplexity")
+    assert best == "0.99"
+
+
+def test_a_clear_failure_is_not_carried_a_borderline_one_is():
+    clear = experiment.carried_knobs(_fake_run({0.995: 5.0}), ("SPRINT",), "perplexity", "dec-decode-2K")
+    assert clear[0] == {} and "not run" in clear[1]["SPRINT"] and "dec-decode-2K" in clear[1]["SPRINT"]
+    within = experiment.carried_knobs(_fake_run({0.995: 0.5, 0.98: 2.0}), ("SPRINT",), "perplexity", "x")
+    assert within == ({"SPRINT": (0.995,)}, {})
+    # borderline: the point over the budget but the interval's lower end within it -> re-checked
+    exact = dict(nll=np.full(4, 100.0), tokens=np.full(4, 100.0))
+    nll = exact["nll"] + 100 * np.log1p(np.array([0.0, 0.5, 2.0, 2.5]) / 100)
+    run = {"exact": exact, "SPRINT": {"0.995": dict(nll=nll, tokens=exact["tokens"], sums={})}}
+    _, rows = experiment.matched_knob(run, "SPRINT", "perplexity")
+    assert rows[0]["lo"] <= experiment.BUDGET["perplexity"] < rows[0]["hi"]
+    assert experiment.carried_knobs(run, ("SPRINT",), "perplexity", "x") == ({"SPRINT": (0.995,)}, {})
+
+
 @pytest.fixture(scope="module")
 def encoder_capture():
     rm = models.load_encoder()

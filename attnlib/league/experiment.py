@@ -3,11 +3,15 @@ measured and its work counted in the same pass, cached by their inputs; then the
 technique and its speedup and energy over the dense, unfused baseline on one template.
 
 Quality budget (one for all): accuracy loss at most `BUDGET["accuracy"]` points, perplexity change at
-most `BUDGET["perplexity"]` %, judged on the 95% interval's UPPER end. The matched knob is the most
-aggressive grid point within the budget (a grid, not a bisection: conservative by up to one grid step).
+most `BUDGET["perplexity"]` %, judged on the 95% interval's UPPER end. Each technique's grid is walked
+from its most conservative knob and the walk STOPS at the first knob over the budget (`sweep`): the
+matched knob is the last one before it (a grid, not a bisection: conservative by up to one grid step;
+a more aggressive knob that happened to pass on few items after a failing one is not taken).
 A workload whose quality runs would not fit the run budget carries the knob matched on its shorter
 sibling (enc-512 from enc-128, dec-decode-8K from dec-decode-2K) and re-checks the quality there on
-fewer items; the carried rows say so.
+fewer items; the carried rows say so. A technique that clearly failed on the sibling (even the lower
+end of its most conservative knob's loss interval over the budget) is not re-run on the longer
+workload (its row says "not run" and why).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from ..cache import cached
 from .techniques import KNOBS, Counts, a3_fn, sprint_fn, token_picker_fn
 from .workloads import Workload
 
-VERSION = 1
+VERSION = 2  # 2: grids walked until the first knob over the budget
 BUDGET = {"accuracy": 1.0, "perplexity": 1.0}
 #: Where a workload's knob comes from when its own sweep does not fit the run budget.
 CARRIED_FROM = {"enc-512": "enc-128", "dec-decode-8K": "dec-decode-2K", "dec-prefill-2K": "dec-decode-2K"}
@@ -84,15 +88,16 @@ def run_encoder(rm, w: Workload, S: Sizes, knobs: dict, *, test_items: int | Non
         for tech, grid in knobs.items():
             if tech not in ("SPRINT", "A3"):
                 raise ValueError(f"{tech} does not run on an encoder workload")
-            out[tech] = {}
-            for knob in grid:
+
+            def one(knob, tech=tech):
                 counts = Counts()
                 if tech == "SPRINT":
                     fn, p = sprint_fn(cal, knob, counts, z=SPRINT_Z, cfg=AnalogConfig(), kv_groups=1, decode=False), probe
                 else:
                     fn, p = a3_fn(knob, counts), a3_probe
-                out[tech][str(knob)] = dict(correct=evaluate.probe_correct(rm, p, fn, progress=False),
-                                            sums=counts.arrays())
+                return dict(correct=evaluate.probe_correct(rm, p, fn, progress=False), sums=counts.arrays())
+
+            out[tech] = sweep(out, tech, grid, one, "accuracy")
         return out
 
     key = dict(v=VERSION, workload=w.key, context=w.context, sizes=S.__dict__, knobs={k: list(v) for k, v in knobs.items()},
@@ -125,7 +130,7 @@ def run_decoder(rm, w: Workload, S: Sizes, knobs: dict, *, windows_per_corpus: i
     see 8,192 - rows - 1 to 8,191 cached tokens) and counts of each technique at each knob. Returns {technique: {knob: dict(nll, tokens, sums)}, "exact": dict(nll, tokens),
     "corpus": [...]}."""
     from ..sprint.algorithm import AnalogConfig
-    from .quality import decode_nll
+    from .quality import DecodeBench
 
     per = windows_per_corpus or S.windows
     prefix = min(w.context, rm.max_positions - S.rows - 1)   # the model's position limit caps the longest context
@@ -141,21 +146,22 @@ def run_decoder(rm, w: Workload, S: Sizes, knobs: dict, *, windows_per_corpus: i
             import torch
             cal = _calibrator(rm, {"input_ids": torch.tensor(calib), "attention_mask": torch.ones(1, S.calib_tokens,
                                                                                                  dtype=torch.long)})
-        fns, counts = {"exact": None}, {}
+        bench = DecodeBench(rm, windows, prefix)
+        out = {"exact": bench.nll(), "corpus": corpus}
         for tech, grid in knobs.items():
-            for knob in grid:
-                c = counts[(tech, str(knob))] = Counts()
+            def one(knob, tech=tech):
+                c = Counts()
                 if tech == "SPRINT":
-                    fns[(tech, str(knob))] = sprint_fn(cal, knob, c, z=SPRINT_Z, cfg=AnalogConfig(), kv_groups=G,
-                                                       decode=True)
+                    fn = sprint_fn(cal, knob, c, z=SPRINT_Z, cfg=AnalogConfig(), kv_groups=G, decode=True)
                 elif tech == "A3":
-                    fns[(tech, str(knob))] = a3_fn(knob, c)
+                    fn = a3_fn(knob, c)
                 elif tech == "Token-Picker":
-                    fns[(tech, str(knob))] = token_picker_fn(knob, c, kv_groups=G)
-        res = decode_nll(rm, windows, prefix, fns, progress=False)
-        out = {"exact": res["exact"], "corpus": corpus}
-        for (tech, knob), c in counts.items():
-            out.setdefault(tech, {})[knob] = dict(**res[(tech, knob)], sums=c.arrays())
+                    fn = token_picker_fn(knob, c, kv_groups=G)
+                else:
+                    raise ValueError(f"{tech} does not run on a decoder workload")
+                return dict(**bench.nll(fn, f"{tech} {knob}"), sums=c.arrays())
+
+            out[tech] = sweep(out, tech, grid, one, "perplexity")
         return out
 
     key = dict(v=VERSION, workload=w.key, context=w.context, sizes=S.__dict__, per=per,
@@ -164,6 +170,17 @@ def run_decoder(rm, w: Workload, S: Sizes, knobs: dict, *, windows_per_corpus: i
 
 
 # ----------------------------------------------------------------------------- matching
+def sweep(run: dict, tech: str, grid, measure, quality: str) -> dict:
+    """{knob: measure(knob)} over ``grid`` (most conservative first), stopping after the first knob
+    whose loss interval's upper end is over the budget; ``run`` holds the exact reference."""
+    out = {}
+    for knob in grid:
+        out[str(knob)] = measure(knob)
+        if quality_loss({**run, tech: out}, tech, knob, quality)[1].hi > BUDGET[quality]:
+            break
+    return out
+
+
 def quality_loss(run: dict, tech: str, knob, quality: str) -> tuple[float, stats.Interval]:
     """The quality loss of ``tech`` at ``knob``: accuracy points or perplexity change in %."""
     r = run[tech][str(knob)]
@@ -177,7 +194,8 @@ def quality_loss(run: dict, tech: str, knob, quality: str) -> tuple[float, stats
 
 def matched_knob(run: dict, tech: str, quality: str) -> tuple[object | None, list[dict]]:
     """The most aggressive knob (last in grid order) whose loss interval's upper end is within the
-    budget, and every knob's (knob, loss, lo, hi, within) row. None when no knob is within it."""
+    budget, and every knob's (knob, loss, lo, hi, within) row. None when no knob is within it. On a
+    run walked by `sweep` this is the knob before the first one over the budget."""
     rows, best = [], None
     for knob in run[tech]:
         loss, iv = quality_loss(run, tech, knob, quality)
@@ -196,10 +214,13 @@ def knob_grid(tech: str) -> tuple:
 def run_league(profile: str, *, progress: bool = True) -> dict:
     """Every workload's runs: the short workloads sweep each technique's knob grid; the long ones
     (`CARRIED_FROM`) re-check the matched knob. Returns {workload key: run}. Cached piecewise."""
+    import time
+
     from .. import models
     from .workloads import workloads
 
     S, wls = sizes(profile), workloads(profile)
+    t0 = time.perf_counter()
     enc = [k for k, w in wls.items() if w.phase == "encode"]
     dec = [k for k, w in wls.items() if w.phase == "decode"]
     runs = {}
@@ -210,32 +231,41 @@ def run_league(profile: str, *, progress: bool = True) -> dict:
             knobs = {"SPRINT": knob_grid("SPRINT"), "A3": knob_grid("A3")}
             runs[key] = run_encoder(rm, wls[key], S, knobs)
         else:
-            runs[key] = run_encoder(rm, wls[key], S, carried_knobs(runs[enc[0]], ("SPRINT", "A3"), "accuracy"),
-                                    test_items=S.carried_test)
-        say(f"[league] {key} done")
+            knobs, skipped = carried_knobs(runs[enc[0]], ("SPRINT", "A3"), "accuracy", enc[0])
+            runs[key] = dict(run_encoder(rm, wls[key], S, knobs, test_items=S.carried_test), skipped=skipped)
+        say(f"[league] {key} done ({time.perf_counter() - t0:.0f} s)")
     rd = models.load_decoder()
     for i, key in enumerate(dec):
         if i == 0:
             knobs = {"SPRINT": knob_grid("SPRINT"), "A3": knob_grid("A3")[:1], "Token-Picker": knob_grid("Token-Picker")}
             runs[key] = run_decoder(rd, wls[key], S, knobs)
         else:
-            knobs = carried_knobs(runs[dec[0]], ("SPRINT", "A3", "Token-Picker"), "perplexity")
-            runs[key] = run_decoder(rd, wls[key], S, knobs, windows_per_corpus=1)
-        say(f"[league] {key} done")
+            knobs, skipped = carried_knobs(runs[dec[0]], ("SPRINT", "A3", "Token-Picker"), "perplexity", dec[0])
+            runs[key] = dict(run_decoder(rd, wls[key], S, knobs, windows_per_corpus=1), skipped=skipped)
+        say(f"[league] {key} done ({time.perf_counter() - t0:.0f} s)")
     for key, w in wls.items():
         if w.phase == "prefill":
             runs[key] = runs[dec[0]]
     return runs
 
 
-def carried_knobs(first: dict, techs, quality: str) -> dict:
-    """{technique: (knob,)}: the knob matched on the shorter sibling's run (its most conservative grid
-    point when none is within the budget)."""
-    out = {}
+def carried_knobs(first: dict, techs, quality: str, source: str) -> tuple[dict, dict]:
+    """({technique: (knob,)}, {technique: reason}): the knob matched on the shorter sibling's run
+    ``first`` (workload ``source``; its most conservative knob when none is within the budget), and the
+    techniques not re-run because even the LOWER end of their most conservative knob's loss interval
+    was over the budget there (a clear failure, not re-measured on the longer workload: run budget; a
+    borderline failure is re-checked, since a longer context can lose less)."""
+    knobs, skipped = {}, {}
     for t in techs:
-        knob = matched_knob(first, t, quality)[0]
-        out[t] = (float(knob if knob is not None else list(first[t])[0]),)
-    return out
+        knob, rows = matched_knob(first, t, quality)
+        first_knob = rows[0]
+        if knob is None and first_knob["lo"] > BUDGET[quality]:
+            skipped[t] = (f"not run: on {source} even its most conservative knob ({first_knob['knob']:g}) lost "
+                          f"{first_knob['loss']:.3g} [{first_knob['lo']:.3g}, {first_knob['hi']:.3g}], the whole "
+                          f"interval over the budget")
+        else:
+            knobs[t] = (float(knob if knob is not None else first_knob["knob"]),)
+    return knobs, skipped
 
 
 def attmemo_record(results_folder) -> dict | None:

@@ -3,10 +3,10 @@
 - `encoder_correct`: per-item correctness of the frozen spam probe on its test e-mails re-embedded with
   an attention function (`attnlib.evaluate.probe_correct`); `attnlib.stats.accuracy_loss` pairs it
   with the exact reference.
-- `decode_nll`: teacher-forced decode steps: each window's first ``prefix`` tokens run ONCE with exact
-  attention (their KV cache is reused by every attention function), then the remaining rows run in
-  one pass with the function under test, each row a decode step against its own causal prefix;
-  returns the per-window NLL sums (nats) and token counts of the scored tokens.
+- `DecodeBench`: teacher-forced decode steps: each window's first ``prefix`` tokens run
+  ONCE with exact attention (their KV cache is reused by every attention function), then the remaining
+  rows run in one pass with the function under test, each row a decode step against its own causal
+  prefix; per-window NLL sums (nats) and token counts of the scored tokens.
 """
 from __future__ import annotations
 
@@ -28,27 +28,34 @@ def causal_fallback(fn):
     return wrapped
 
 
-def decode_nll(rm, windows, prefix: int, attn_fns: dict, *, progress: bool = True) -> dict:
-    """{name: dict(nll=(W,), tokens=(W,))} for each attention function (None = exact) in ``attn_fns``.
+class DecodeBench:
+    """Teacher-forced decode steps on fixed windows: each window's first ``prefix`` tokens run ONCE with
+    exact attention (their KV caches stay in memory), then `nll` scores the remaining rows with any
+    attention function, as often as asked (one knob after another, each against the same caches).
 
     windows: token-id lists of one length T > prefix + 1; rows prefix .. T-2 are decode steps scoring
     tokens prefix+1 .. T-1."""
-    from tqdm.auto import tqdm
 
-    if rm.kind != "decoder":
-        raise ValueError("decode_nll needs a decoder model")
-    lengths = {len(w) for w in windows}
-    if len(lengths) != 1 or not 1 <= prefix <= min(lengths) - 2:
-        raise ValueError(f"windows must share one length > prefix + 1; got lengths {sorted(lengths)}, prefix {prefix}")
+    def __init__(self, rm, windows, prefix: int):
+        if rm.kind != "decoder":
+            raise ValueError("decode quality needs a decoder model")
+        lengths = {len(w) for w in windows}
+        if len(lengths) != 1 or not 1 <= prefix <= min(lengths) - 2:
+            raise ValueError(f"windows must share one length > prefix + 1; got lengths {sorted(lengths)}, prefix {prefix}")
+        self.rm, self.prefix = rm, int(prefix)
+        self.ids = [torch.tensor([w], dtype=torch.long, device=rm.device) for w in windows]
+        self._past = [None] * len(windows)
 
-    out = {name: dict(nll=np.zeros(len(windows)), tokens=np.zeros(len(windows))) for name in attn_fns}
-    for wi, w in enumerate(tqdm(windows, desc="windows", disable=not progress, leave=False)):
-        ids = torch.tensor([w], dtype=torch.long, device=rm.device)
-        past = exact_prefix_cache(rm, ids, prefix)
-        for name, fn in attn_fns.items():
-            nll = tail_nll(rm, ids, prefix, past, None if fn is None else causal_fallback(fn))
+    def nll(self, fn=None, name: str = "exact") -> dict:
+        """dict(nll=(W,) summed nats, tokens=(W,)) with ``fn`` (None = exact) in every layer."""
+        out = dict(nll=np.zeros(len(self.ids)), tokens=np.zeros(len(self.ids)))
+        for wi, ids in enumerate(self.ids):
+            if self._past[wi] is None:
+                self._past[wi] = exact_prefix_cache(self.rm, ids, self.prefix)
+            nll = tail_nll(self.rm, ids, self.prefix, self._past[wi], None if fn is None else causal_fallback(fn))
             if not torch.isfinite(nll).all():
                 raise FloatingPointError(f"non-finite NLL with attention {name!r}")
-            out[name]["nll"][wi] = float(nll.double().sum())
-            out[name]["tokens"][wi] = nll.numel()
-    return out
+            out["nll"][wi] = float(nll.double().sum())
+            out["tokens"][wi] = nll.numel()
+        return out
+

@@ -95,7 +95,8 @@ def league_rows(runs: dict, wls: dict, platform: str, *, attmemo: dict | None = 
             else:
                 t = core[0]
                 if run is None or t not in run:
-                    rows.append({**row, "na": f"{t} was not run on this workload"})
+                    skipped = (run or {}).get("skipped", {}).get(t)
+                    rows.append({**row, "na": skipped or f"{t} was not run on this workload", "not_run": True})
                     continue
                 knob, _ = matched_knob(run, t, w.quality)
                 carried = CARRIED_FROM.get(key)
@@ -138,7 +139,8 @@ def markdown(rows: list[dict]) -> str:
            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("na"):
-            out.append(f"| {r['label']} | {r['technique']} | n/a | | | | | | | {r['na']} |")
+            out.append(f"| {r['label']} | {r['technique']} | {'not run' if r.get('not_run') else 'n/a'} | | | | | | | "
+                       f"{r['na']} |")
             continue
         unit = " pts" if r["quality"] == "accuracy" else " %"
         knob = "-" if r["knob"] is None else f"{r['knob_name']} {_fmt(r['knob'])}"
@@ -156,7 +158,8 @@ def winners(rows: list[dict]) -> dict[str, str]:
     for key in dict.fromkeys(r["workload"] for r in rows):
         mine = [r for r in rows if r["workload"] == key and not r.get("na")]
         ok = [r for r in mine if r["within"]]
-        na = [r["technique"] for r in rows if r["workload"] == key and r.get("na")]
+        na = [r["technique"] for r in rows if r["workload"] == key and r.get("na") and not r.get("not_run")]
+        not_run = [r["technique"] for r in rows if r["workload"] == key and r.get("not_run")]
         label = mine[0]["label"] if mine else key
         if not ok:
             out[key] = f"{label}: no technique stays within the quality budget here."
@@ -175,16 +178,24 @@ def winners(rows: list[dict]) -> dict[str, str]:
         text = (f"{label}: {best['technique']} wins within the budget ({why}; energy {best['energy']:.2f}x).")
         if fails:
             text += f" Over the budget at every knob tried: {', '.join(fails)}."
+        if not_run:
+            text += f" Not run here (a clear failure on the shorter workload): {', '.join(not_run)}."
         if na:
             text += f" Not applicable: {', '.join(na)}."
         out[key] = text
     return out
 
 
+#: The x axis ends at this multiple of the quality budget; a loss beyond it is drawn at the edge with its value.
+X_CLIP = 4.0
+
+
 def figure(rows_by_platform: dict):
     """Speedup of the attention vs quality loss (interval upper end), one panel per workload, one marker
-    per technique, filled on cloud and hollow on edge; the budget as a dashed line."""
+    per technique, filled on cloud and hollow on edge; the budget as a dashed line; losses beyond
+    `X_CLIP` budgets drawn at the axis edge with their value written beside them."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     keys = list(dict.fromkeys(r["workload"] for rows in rows_by_platform.values() for r in rows))
     fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 3.6), squeeze=False)
@@ -198,16 +209,24 @@ def figure(rows_by_platform: dict):
                 if r["workload"] != key or r.get("na"):
                     continue
                 quality = r["quality"]
-                x = r["loss_hi"]
+                clip = X_CLIP * BUDGET[quality]
+                x = min(r["loss_hi"], clip)
                 ax.errorbar([x], [r["speedup"]], yerr=[[r["speedup"] - r["speedup_lo"]], [r["speedup_hi"] - r["speedup"]]],
                             marker=markers[r["technique"]], color=colors[r["technique"]], ms=7, ls="",
                             mfc=colors[r["technique"]] if platform == "cloud" else "white",
                             label=r["technique"] if platform == "cloud" else None)
+                if r["loss_hi"] > clip and platform == "cloud":   # off the axis: drawn at its edge, value written
+                    ax.annotate(f"{r['loss_hi']:.3g} \u2192", (x, r["speedup"]), xytext=(-4, 6), textcoords="offset points",
+                                ha="right", fontsize=7, color=colors[r["technique"]])
         if quality:
             ax.axvline(BUDGET[quality], ls="--", color="#888888", lw=1)
+            ax.set_xlim(right=X_CLIP * BUDGET[quality] * 1.08)
             ax.set_xlabel("quality loss, 95% upper end (" + ("points" if quality == "accuracy" else "% perplexity") + ")")
         ax.axhline(1.0, color="#444444", lw=0.8)
         ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if v in (2, 3, 5, 20, 30, 50) else ""))
         ax.set_title(next(r["label"] for rows in rows_by_platform.values() for r in rows if r["workload"] == key), fontsize=9)
     axes[0][0].set_ylabel("attention speedup over dense unfused (x)")
     handles, labels = [], []
