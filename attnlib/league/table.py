@@ -179,7 +179,7 @@ def winners(rows: list[dict]) -> dict[str, str]:
         if fails:
             text += f" Over the budget at every knob tried: {', '.join(fails)}."
         if not_run:
-            text += f" Not run here (a clear failure on the shorter workload): {', '.join(not_run)}."
+            text += f" Not run here (over the budget at every knob on the shorter workload): {', '.join(not_run)}."
         if na:
             text += f" Not applicable: {', '.join(na)}."
         out[key] = text
