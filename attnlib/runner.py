@@ -57,9 +57,9 @@ where things go:
                    one a failure names to see the failing cell and its traceback
 
 times: every notebook's time is printed as it finishes ([ok] NAME: N s) and written to
-executed/timings.<profile>.json. Last measured on 2 cores with warm caches (see README): full profile
-8m12s in all, --quick about 1m50s; a first run also creates .venv and fills .cache/ (well over 25 min
-on a fresh clone after the latest changes: see README).
+executed/timings.<profile>.json. Last measured on 2 cores (see README): full profile with warm caches
+9m21s in all, --quick about 1m50s; a first run also creates .venv and fills .cache/ (measured end to end
+on a fresh checkout: about 56 min with the current league, over the 25-minute target; see README).
 
 exit status: 0 all notebooks ran; 1 a notebook failed (named on stderr, the others still ran);
 2 bad arguments (nothing ran).
