@@ -158,8 +158,8 @@ def _holds(expect: str, ratio: float, tol: float) -> bool:
 
 def tool_scales(quantity: str, inside=(0.5, 2.0), df: pd.DataFrame | None = None) -> tuple:
     """Ratios tool / attnlib of the ``differs`` rows of an energy constant (``quantity`` "SRAM energy",
-    "DRAM energy" or "MAC energy per op") that fall outside ``inside`` (the sweep's own range): the lowest below it and the
-    highest above it, rounded to 2 decimals, as extra values of the assumption's sweep."""
+    "DRAM energy" or "MAC energy per op") that fall outside ``inside`` (the sweep's own range): the
+    lowest below it and the highest above it, rounded to 2 decimals, as extra values of the sweep."""
     df = read() if df is None else df
     r = (df.tool / df.attnlib)[(df.quantity == quantity) & (df.expect == "differs")]
     out = []

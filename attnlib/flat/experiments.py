@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..workloads import FLAT_EVAL_MODELS, workload
 from .conventions import FLAT_BATCH, AttentionShape, Hardware, energy_j, platform
-from .crosscheck import tool_scales
+from .crosscheck import read as _read_crosscheck, tool_scales
 from .dataflows import COUNT_KEYS, DATAFLOWS, other_layers, search
 
 #: Table 4's buffer sizes [paper, v7 Table 4]: 20 KB, 200 KB, 20 MB, 2 GB (binary units here).
@@ -27,17 +27,21 @@ SCARCE_BUFFERS = (20 * 1024, 50 * 1024, 100 * 1024, 200 * 1024)
 SHARE_SEQS = (512, 4096, 16384, 65536)
 PAPER_SHARE = {512: 12, 4096: 49, 16384: 79, 65536: 94}
 
-#: The labelled assumptions and the values each sweep takes (the first is the default). The DRAM and SRAM
-#: energy scales multiply attnlib's energy table (Horowitz ISSCC'14 SRAM and DDR points, O'Connor MICRO'17
+#: The labelled assumptions and the values each sweep takes (the first is the default). The DRAM, SRAM and
+#: MAC energy scales multiply attnlib's energy table (Horowitz ISSCC'14 SRAM and DDR points, O'Connor MICRO'17
 #: HBM2; attnlib.hw.energy) by x0.5 and x2, and by the ratio of the field's own tools' value to it where
 #: that falls outside x0.5-x2: CACTI 7 (hwcomponents-cacti) for the buffers, hwcomponents' DRAM table
-#: (LPDDR4 / DDR3 / HBM2), from the cross-check attnlib/flat/accelforge_check.csv (`crosscheck.tool_scales`;
+#: (LPDDR4 / DDR3 / HBM2) and its 16-bit MAC, from the cross-check attnlib/flat/accelforge_check.csv (`crosscheck.tool_scales`;
 #: e.g. CACTI's single-bank 32 MiB SRAM, where attnlib charges a 1 MiB bank). One scale applies to both
 #: platforms, so the range covers each platform's tool value.
+_TOOLS = _read_crosscheck()
+#: Energy-scale assumptions -> (the cross-check quantity whose tool values extend the sweep, the
+#: `with_energy` argument it scales).
+ENERGY_SCALES = {"DRAM energy scale": ("DRAM energy", "dram_scale"),
+                 "SRAM energy scale": ("SRAM energy", "sram_scale"),
+                 "MAC energy scale": ("MAC energy per op", "mac_scale")}
 ASSUMPTIONS = {
-    "DRAM energy scale": (1.0, 0.5, 2.0) + tool_scales("DRAM energy"),
-    "SRAM energy scale": (1.0, 0.5, 2.0) + tool_scales("SRAM energy"),
-    "MAC energy scale": (1.0, 0.5, 2.0) + tool_scales("MAC energy per op"),
+    **{name: (1.0, 0.5, 2.0) + tool_scales(quantity, df=_TOOLS) for name, (quantity, _) in ENERGY_SCALES.items()},
     "1D-array width scale": (1.0, 0.25, 4.0),
     "overlap": (1.0, 0.5, 0.0),
 }
@@ -167,12 +171,8 @@ def sweep(points, *, batch: int = FLAT_BATCH, e2e: bool = False, assumptions=Non
     out = {(None, None): base}
     for name, values in assumptions.items():
         for v in values[1:]:
-            if name == "DRAM energy scale":
-                out[(name, v)] = with_energy(base, dram_scale=v)
-            elif name == "SRAM energy scale":
-                out[(name, v)] = with_energy(base, sram_scale=v)
-            elif name == "MAC energy scale":
-                out[(name, v)] = with_energy(base, mac_scale=v)
+            if name in ENERGY_SCALES:
+                out[(name, v)] = with_energy(base, **{ENERGY_SCALES[name][1]: v})
             elif name == "overlap":
                 out[(name, v)] = run(points, batch=batch, e2e=e2e, overlap=v, **sc)
             elif name == "1D-array width scale":

@@ -1,12 +1,10 @@
-"""Quality of a replaced attention on the league's workloads, from one pass that also records counts.
+"""Decoder quality of a replaced attention on the league's workloads, from one pass that also records
+counts (encoder quality is `attnlib.evaluate.probe_correct`, called by `experiment.run_encoder`).
 
-- `encoder_correct`: per-item correctness of the frozen spam probe on its test e-mails re-embedded with
-  an attention function (`attnlib.evaluate.probe_correct`); `attnlib.stats.accuracy_loss` pairs it
-  with the exact reference.
-- `DecodeBench`: teacher-forced decode steps: each window's first ``prefix`` tokens run
-  ONCE with exact attention (their KV cache is reused by every attention function), then the remaining
-  rows run in one pass with the function under test, each row a decode step against its own causal
-  prefix; per-window NLL sums (nats) and token counts of the scored tokens.
+- `DecodeBench`: teacher-forced decode steps: each window's first ``prefix`` tokens run ONCE with exact
+  attention (their KV cache is reused by every attention function), then the remaining rows run in one
+  pass with the function under test, each row a decode step against its own causal prefix; per-window
+  NLL sums (nats) and token counts of the scored tokens.
 """
 from __future__ import annotations
 
