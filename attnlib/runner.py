@@ -58,8 +58,8 @@ where things go:
 
 times: every notebook's time is printed as it finishes ([ok] NAME: N s) and written to
 executed/timings.<profile>.json. Last measured on 2 cores (see README): full profile with warm caches
-9m21s in all, --quick about 1m50s; a first run also creates .venv and fills .cache/ (measured end to end
-on a fresh checkout: about 56 min with the current league, over the 25-minute target; see README).
+9m21s in all, --quick about 1m50s; a first run also creates .venv and fills .cache/ (measured notebook by
+notebook on a quiet machine: 48m25s for the notebooks, over the 25-minute target; see README).
 
 exit status: 0 all notebooks ran; 1 a notebook failed (named on stderr, the others still ran);
 2 bad arguments (nothing ran).

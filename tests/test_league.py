@@ -189,3 +189,40 @@ def test_attmemo_row_reads_its_notebooks_record(tmp_path):
     assert at["enc-128"]["knob"] == 0.07 and at["enc-128"]["within"] and at["enc-128"]["speedup"] > 0
     assert "512 tokens" in at["enc-512"]["na"]                              # no hit rate recorded there
     assert experiment.attmemo_record(tmp_path / "missing") is None
+
+
+def test_prefill_bench_runs_the_function_in_every_prompt_row_and_agrees_with_decode_steps_when_exact():
+    """A prefill workload's quality: every row of the prompt goes through the function under test (the
+    decode bench only its scored rows), and with exact attention the prefill's NLL of tokens 2.. equals
+    the teacher-forced decode steps' after a one-token prefix."""
+    import torch
+
+    from attnlib.league.quality import DecodeBench, PrefillBench
+
+    rm = models.load_decoder("smollm2")
+    window = rm.tokenizer("The quick brown fox jumps over the lazy dog near the river bank today.")["input_ids"]
+    T = len(window)
+    rows = []
+
+    def counting(q, k, v, mask, scale, layer):
+        if layer == 0:
+            rows.append(q.shape[-2])
+        return models.exact_attn_fn(q, k, v, mask, scale, layer)
+
+    pre = PrefillBench(rm, [window])
+    own, exact = pre.nll(), pre.nll(counting)
+    assert rows == [T] and own["tokens"][0] == T - 1
+    np.testing.assert_allclose(exact["nll"], own["nll"], rtol=1e-4)
+    ids = torch.tensor([window])
+    lg = models.logits(rm, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    first = float(torch.nn.functional.cross_entropy(lg[0, :1].float(), ids[0, 1:2]))   # token 1, not a decode step
+    rows.clear()
+    dec = DecodeBench(rm, [window], 1).nll(counting)
+    assert rows == [T - 2]
+    np.testing.assert_allclose(dec["nll"][0], own["nll"][0] - first, rtol=1e-3)
+    # a wrong attention in every prompt row costs quality (the test can fail)
+    uniform = lambda q, k, v, mask, scale, layer: torch.softmax(torch.zeros(q.shape[:-1] + (k.shape[-2],)) + (
+        0 if mask is None else mask), -1) @ v
+    assert pre.nll(uniform)["nll"][0] > own["nll"][0] + 1.0
+    with pytest.raises(ValueError, match="one length"):
+        PrefillBench(rm, [window, window[:-1]])

@@ -8,8 +8,9 @@ from its most conservative knob and the walk STOPS at the first knob over the bu
 matched knob is the last one before it (a grid, not a bisection: conservative by up to one grid step;
 a more aggressive knob that happened to pass on few items after a failing one is not taken).
 A workload whose quality runs would not fit the run budget carries the knob matched on its shorter
-sibling (enc-512 from enc-128, dec-decode-8K from dec-decode-2K) and re-checks the quality there on
-fewer items; the carried rows say so. A technique with no knob within the budget on the sibling (not
+sibling (enc-512 from enc-128; dec-decode-8K and dec-prefill-2K from dec-decode-2K) and re-checks the
+quality there on fewer items (a prefill re-check runs the technique in every prompt row: its own
+quality and counts, not the decode steps'); the carried rows say so. A technique with no knob within the budget on the sibling (not
 even the grid's most conservative one) is not re-run on the longer workload (its row says "not run"
 and why).
 """
@@ -126,18 +127,24 @@ def decoder_windows(rm, length: int, per_corpus: int) -> tuple[list[list[int]], 
 
 
 def run_decoder(rm, w: Workload, S: Sizes, knobs: dict, *, windows_per_corpus: int | None = None) -> dict:
-    """Decode-step quality (teacher forced, exact prefix of ``w.context`` tokens, or fewer where the
-    model's position limit leaves no room for the scored rows: SmolLM2 8,192 positions, so the 8K steps
-    see 8,192 - rows - 1 to 8,191 cached tokens) and counts of each technique at each knob. Returns {technique: {knob: dict(nll, tokens, sums)}, "exact": dict(nll, tokens),
-    "corpus": [...]}."""
+    """Decoder quality and counts of each technique at each knob. A decode workload: teacher-forced
+    decode steps (`DecodeBench`: an exact prefix of ``w.context`` tokens, or fewer where the model's
+    position limit leaves no room for the scored rows: SmolLM2 8,192 positions, so the 8K steps see
+    8,192 - rows - 1 to 8,191 cached tokens). A prefill workload: prompts of ``w.context`` tokens run in
+    one forward with the technique in every row (`PrefillBench`), every next-token prediction scored.
+    Returns {technique: {knob: dict(nll, tokens, sums)}, "exact": dict(nll, tokens), "corpus": [...]}."""
     from ..sprint.algorithm import AnalogConfig
-    from .quality import DecodeBench
+    from .quality import DecodeBench, PrefillBench
 
     per = windows_per_corpus or S.windows
+    prefill = w.phase == "prefill"
+    if prefill and "Token-Picker" in knobs:
+        raise ValueError("Token-Picker prunes decode steps only; a prefill workload cannot run it")
     prefix = min(w.context, rm.max_positions - S.rows - 1)   # the model's position limit caps the longest context
+    length = min(w.context, rm.max_positions) if prefill else prefix + S.rows + 1
 
     def compute():
-        windows, corpus = decoder_windows(rm, prefix + S.rows + 1, per)
+        windows, corpus = decoder_windows(rm, length, per)
         G = rm.n_heads // rm.n_kv_heads
         cal = None
         if "SPRINT" in knobs:
@@ -147,13 +154,13 @@ def run_decoder(rm, w: Workload, S: Sizes, knobs: dict, *, windows_per_corpus: i
             import torch
             cal = _calibrator(rm, {"input_ids": torch.tensor(calib), "attention_mask": torch.ones(1, S.calib_tokens,
                                                                                                  dtype=torch.long)})
-        bench = DecodeBench(rm, windows, prefix)
+        bench = PrefillBench(rm, windows) if prefill else DecodeBench(rm, windows, prefix)
         out = {"exact": bench.nll(), "corpus": corpus}
         for tech, grid in knobs.items():
             def one(knob, tech=tech):
                 c = Counts()
                 if tech == "SPRINT":
-                    fn = sprint_fn(cal, knob, c, z=SPRINT_Z, cfg=AnalogConfig(), kv_groups=G, decode=True)
+                    fn = sprint_fn(cal, knob, c, z=SPRINT_Z, cfg=AnalogConfig(), kv_groups=G, decode=not prefill)
                 elif tech == "A3":
                     fn = a3_fn(knob, c)
                 elif tech == "Token-Picker":
@@ -224,6 +231,7 @@ def run_league(profile: str, *, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     enc = [k for k, w in wls.items() if w.phase == "encode"]
     dec = [k for k, w in wls.items() if w.phase == "decode"]
+    pre = [k for k, w in wls.items() if w.phase == "prefill"]
     runs = {}
     say = print if progress else (lambda *a, **k: None)
     rm = models.load_encoder()
@@ -236,17 +244,15 @@ def run_league(profile: str, *, progress: bool = True) -> dict:
             runs[key] = dict(run_encoder(rm, wls[key], S, knobs, test_items=S.carried_test), skipped=skipped)
         say(f"[league] {key} done ({time.perf_counter() - t0:.0f} s)")
     rd = models.load_decoder()
-    for i, key in enumerate(dec):
+    for i, key in enumerate(dec + pre):
         if i == 0:
             knobs = {"SPRINT": knob_grid("SPRINT"), "A3": knob_grid("A3")[:1], "Token-Picker": knob_grid("Token-Picker")}
             runs[key] = run_decoder(rd, wls[key], S, knobs)
         else:
-            knobs, skipped = carried_knobs(runs[dec[0]], ("SPRINT", "A3", "Token-Picker"), "perplexity", dec[0])
+            techs = ("SPRINT", "A3") if key in pre else ("SPRINT", "A3", "Token-Picker")
+            knobs, skipped = carried_knobs(runs[dec[0]], techs, "perplexity", dec[0])
             runs[key] = dict(run_decoder(rd, wls[key], S, knobs, windows_per_corpus=1), skipped=skipped)
         say(f"[league] {key} done ({time.perf_counter() - t0:.0f} s)")
-    for key, w in wls.items():
-        if w.phase == "prefill":
-            runs[key] = runs[dec[0]]
     return runs
 
 

@@ -5,13 +5,16 @@ counts (encoder quality is `attnlib.evaluate.probe_correct`, called by `experime
   attention (their KV cache is reused by every attention function), then the remaining rows run in one
   pass with the function under test, each row a decode step against its own causal prefix; per-window
   NLL sums (nats) and token counts of the scored tokens.
+- `PrefillBench`: a prompt processed in one causal forward with the function under test in EVERY row and
+  layer (no exact prefix: the keys and values of later layers come from the pruned earlier ones);
+  per-window NLL sums of every next-token prediction of the prompt (tokens 1 .. T-1).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ..models import exact_prefix_cache, tail_nll
+from ..models import exact_prefix_cache, logits, tail_nll
 
 
 def causal_fallback(fn):
@@ -57,3 +60,32 @@ class DecodeBench:
             out["tokens"][wi] = nll.numel()
         return out
 
+
+
+class PrefillBench:
+    """Prompts processed in one causal forward each, with the attention function under test in every
+    row and layer; `nll` scores every next-token prediction of the prompt.
+
+    windows: token-id lists of one length T >= 2; tokens 1 .. T-1 are scored (T - 1 per window)."""
+
+    def __init__(self, rm, windows):
+        if rm.kind != "decoder":
+            raise ValueError("prefill quality needs a decoder model")
+        lengths = {len(w) for w in windows}
+        if len(lengths) != 1 or min(lengths) < 2:
+            raise ValueError(f"windows must share one length >= 2; got lengths {sorted(lengths)}")
+        self.rm = rm
+        self.ids = [torch.tensor([w], dtype=torch.long, device=rm.device) for w in windows]
+
+    def nll(self, fn=None, name: str = "exact") -> dict:
+        """dict(nll=(W,) summed nats, tokens=(W,)) with ``fn`` (None = the model's own attention) in every layer."""
+        out = dict(nll=np.zeros(len(self.ids)), tokens=np.zeros(len(self.ids)))
+        for wi, ids in enumerate(self.ids):
+            lg = logits(self.rm, {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+                        attn_fn=None if fn is None else causal_fallback(fn))
+            nll = torch.nn.functional.cross_entropy(lg[0, :-1].float(), ids[0, 1:], reduction="none")
+            if not torch.isfinite(nll).all():
+                raise FloatingPointError(f"non-finite NLL with attention {name!r}")
+            out["nll"][wi] = float(nll.double().sum())
+            out["tokens"][wi] = nll.numel()
+        return out

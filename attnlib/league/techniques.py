@@ -15,7 +15,7 @@ Each technique is the project's own tested implementation:
   model), knob the kept mass. Needs ReRAM main memory. Counted: a 4-bit in-memory MAC per allowed
   (query, key, d) product; exact scores, softmax and PV over the survivors; K/V rows read only where a
   survivor needs them (a decode step: the union over the query heads sharing a KV head; an encoder
-  forward: the union over all queries of the head; a decoder prefill: every row, ASSUMPTION).
+  forward or a decoder prefill: the union over all queries of the head sharing the KV head).
 - Token-Picker: the paper's probability estimator (`attnlib.token_picker.estimator.token_pick`), knob
   the pruning threshold; decode steps only. Counted: key chunks and values actually fetched per KV
   head (12-bit storage, 4-bit chunks), chunk MACs at chunk_bits/16 of a 16-bit MAC, exact softmax and
@@ -178,7 +178,7 @@ def technique_work(tech: str, sums: dict, c: DenseCounts, w: Workload, tpl: Temp
         return attention_work(c, tpl, keep=keep, fused=fused, extra=extra)
     if tech == "SPRINT":
         keep = sums["kept"] / sums["allowed"]
-        kv = 1.0 if w.phase == "prefill" else sums["rows"] / sums["rows_allowed"]
+        kv = sums["rows"] / sums["rows_allowed"]
         return attention_work(c, tpl, keep=keep, kv_read=kv, fused=fused, extra=Work(in_memory_macs=c.scores * d))
     if tech == "Token-Picker":
         keep = sums["kept"] / sums["allowed"]
