@@ -28,7 +28,9 @@ import ast
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +40,8 @@ from .profiles import PROFILES
 SCORECARD = "99_scorecard"
 KERNEL = "attnlib"
 CELL_TIMEOUT_S = 1800
+#: After Ctrl-C the notebook machinery gets this long to unwind before the runner cleans up and exits itself.
+INTERRUPT_GRACE_S = 5.0
 
 EPILOG = """\
 examples:
@@ -193,6 +197,11 @@ def kernel_log(out_nb: Path) -> Path:
     return out_nb.with_suffix(".kernel.log")
 
 
+def stage_dir(stem: str) -> Path:
+    """The staging folder of notebook ``stem`` in this process."""
+    return repo_root() / ".cache" / "stage" / f"{stem}-{os.getpid()}"
+
+
 def run_one(nb: Path, parameters: dict, profile: str) -> tuple[bool, str]:
     """Execute one notebook with staging; returns (ok, message)."""
     import papermill as pm
@@ -200,7 +209,7 @@ def run_one(nb: Path, parameters: dict, profile: str) -> tuple[bool, str]:
     _quiet_papermill()
     root = repo_root()
     dest = publish_root(profile)
-    stage = root / ".cache" / "stage" / f"{nb.stem}-{os.getpid()}"
+    stage = stage_dir(nb.stem)
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     out_nb = executed_path(nb, profile)
@@ -368,6 +377,27 @@ def _main(argv=None) -> int:
     failed, ran, t_all = [], [], time.time()
     timings: dict[str, float] = {}
     current = None
+    said = threading.Lock()                    # the interrupted line is printed once, by whoever comes first
+
+    def interrupted_line() -> None:
+        if said.acquire(blocking=False):
+            done = ", ".join(s for s, _ in ran) or "none"
+            print(f"\ninterrupted (Ctrl-C) while {current} ran: nothing of it was published and its staging folder "
+                  f"was removed; notebooks published before it: {done}", file=sys.stderr, flush=True)
+
+    def force_exit() -> None:                  # the unwinding hung (a kernel or the async client did not stop)
+        if current is not None:
+            shutil.rmtree(stage_dir(current), ignore_errors=True)
+        interrupted_line()
+        os._exit(130)
+
+    def on_sigint(signum, frame):
+        timer = threading.Timer(INTERRUPT_GRACE_S, force_exit)
+        timer.daemon = True
+        timer.start()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         for nb in nbs:
             current = nb.stem
@@ -380,10 +410,10 @@ def _main(argv=None) -> int:
             print(f"[{'ok' if ok else 'FAILED'}] {nb.stem}: {msg}", flush=True)
             (ran if ok else failed).append((nb.stem, msg))
     except (KeyboardInterrupt, Interrupted):
-        done = ", ".join(s for s, _ in ran) or "none"
-        print(f"\ninterrupted (Ctrl-C) while {current} ran: nothing of it was published and its staging folder "
-              f"was removed; notebooks published before it: {done}", file=sys.stderr, flush=True)
+        interrupted_line()
         return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
     _record_timings(profile, timings, time.time() - t_all)
     dest = publish_root(profile)
     odd = mixed_profiles(dest / "results", profile)

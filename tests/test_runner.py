@@ -189,6 +189,39 @@ def test_ctrl_c_prints_one_line_and_removes_staging(fake_repo):
     assert not (fake_repo / "results").exists() and not (fake_repo / "figures").exists()
 
 
+def test_ctrl_c_exits_even_when_the_notebook_machinery_hangs_while_unwinding(fake_repo):
+    """A stand-in for papermill that swallows Ctrl-C and keeps waiting (a kernel or client that does not
+    stop): the runner still exits with 130 within its grace period, says so once, and removes the staging."""
+    started = fake_repo / "started"
+    hang = ("import sys, time, papermill\n"
+            "def stuck(*a, **k):\n"
+            f"    open({str(started)!r}, 'w').write('x')\n"
+            "    while True:\n"
+            "        try:\n"
+            "            time.sleep(100)\n"
+            "        except KeyboardInterrupt:\n"
+            "            pass\n"
+            "papermill.execute_notebook = stuck\n"
+            "import attnlib.runner as r\n"
+            "sys.exit(r.main(['01_good']))\n")
+    env = {**os.environ, "ATTNLIB_ROOT": str(fake_repo)}
+    for var in ("ATTNLIB_STAGE", "ATTNLIB_PUBLISH", "ATTNLIB_OUTPUT"):
+        env.pop(var, None)
+    proc = subprocess.Popen([sys.executable, "-c", hang], env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    t0 = time.time()
+    while not started.exists() and time.time() - t0 < 60 and proc.poll() is None:
+        time.sleep(0.1)
+    assert started.exists(), proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)
+    t1 = time.time()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and runner.INTERRUPT_GRACE_S <= time.time() - t1 < runner.INTERRUPT_GRACE_S + 10
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted (Ctrl-C) while 01_good ran"), err
+    assert not list((fake_repo / ".cache" / "stage").iterdir())          # staging removed
+
+
 def test_parameters_cell_is_the_list_of_known_keys(tmp_path):
     nb = tmp_path / "x.ipynb"
     _notebook(nb, "pass", 'profile = "full"\nthreshold: float = 0.5\na, b = 1, 2\nseed = 0  # comment')
