@@ -63,7 +63,7 @@ where things go:
 times: every notebook's time is printed as it finishes ([ok] NAME: N s) and written to
 executed/timings.<profile>.json. Last measured on 2 cores (see README): full profile with warm caches
 9m21s in all, --quick 2m44s; a first run also creates .venv and fills .cache/ (measured notebook by
-notebook on a quiet machine: 48m25s for the notebooks, over the 25-minute target; see README).
+notebook on a quiet machine: 52m11s for the notebooks, over the 25-minute target; see README).
 
 exit status: 0 all notebooks ran; 1 a notebook failed (named on stderr, the others still ran);
 2 bad arguments (nothing ran).
