@@ -10,9 +10,9 @@ a more aggressive knob that happened to pass on few items after a failing one is
 A workload whose quality runs would not fit the run budget carries the knob matched on its shorter
 sibling (enc-512 from enc-128; dec-decode-8K and dec-prefill-2K from dec-decode-2K) and re-checks the
 quality there on fewer items (a prefill re-check runs the technique in every prompt row: its own
-quality and counts, not the decode steps'); the carried rows say so. A technique with no knob within the budget on the sibling (not
-even the grid's most conservative one) is not re-run on the longer workload (its row says "not run"
-and why).
+quality and counts, not the decode steps'); the carried rows say so. A technique with no knob within
+the budget on the sibling (not even the grid's most conservative one) is not re-run on the longer
+workload (its row says "not run" and why).
 """
 from __future__ import annotations
 
