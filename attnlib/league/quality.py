@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..models import exact_prefix_cache, logits, tail_nll
+from ..models import exact_prefix_cache, tail_nll
 
 
 def causal_fallback(fn):
@@ -61,10 +61,9 @@ class DecodeBench:
         return out
 
 
-
 class PrefillBench:
     """Prompts processed in one causal forward each, with the attention function under test in every
-    row and layer; `nll` scores every next-token prediction of the prompt.
+    row and layer; `nll` scores every next-token prediction of the prompt (`attnlib.evaluate.perplexity`).
 
     windows: token-id lists of one length T >= 2; tokens 1 .. T-1 are scored (T - 1 per window)."""
 
@@ -74,18 +73,15 @@ class PrefillBench:
         lengths = {len(w) for w in windows}
         if len(lengths) != 1 or min(lengths) < 2:
             raise ValueError(f"windows must share one length >= 2; got lengths {sorted(lengths)}")
-        self.rm = rm
-        self.ids = [torch.tensor([w], dtype=torch.long, device=rm.device) for w in windows]
+        self.rm, self.windows = rm, [list(w) for w in windows]
 
     def nll(self, fn=None, name: str = "exact") -> dict:
         """dict(nll=(W,) summed nats, tokens=(W,)) with ``fn`` (None = the model's own attention) in every layer."""
-        out = dict(nll=np.zeros(len(self.ids)), tokens=np.zeros(len(self.ids)))
-        for wi, ids in enumerate(self.ids):
-            lg = logits(self.rm, {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
-                        attn_fn=None if fn is None else causal_fallback(fn))
-            nll = torch.nn.functional.cross_entropy(lg[0, :-1].float(), ids[0, 1:], reduction="none")
-            if not torch.isfinite(nll).all():
-                raise FloatingPointError(f"non-finite NLL with attention {name!r}")
-            out["nll"][wi] = float(nll.double().sum())
-            out["tokens"][wi] = nll.numel()
-        return out
+        from ..evaluate import perplexity
+
+        try:
+            res = perplexity(self.rm, self.windows, attn_fn=None if fn is None else causal_fallback(fn), batch_size=1,
+                             progress=False)
+        except FloatingPointError as err:
+            raise FloatingPointError(f"non-finite NLL with attention {name!r}") from err
+        return dict(nll=np.asarray(res.window_nll, dtype=np.float64), tokens=np.asarray(res.window_tokens, dtype=np.float64))
